@@ -1,0 +1,173 @@
+"""Value types that cross the backend boundary.
+
+Plain slotted dataclasses: they are built once per request or once per streamed chunk,
+so they stay off pydantic. Nothing here knows about HTTP or LangChain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one generation.
+
+    Example:
+        >>> Usage(input_tokens=12, output_tokens=3)
+        Usage(input_tokens=12, output_tokens=3, total_tokens=15, reasoning_tokens=None)
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = -1
+    """Defaults to input + output when the server does not say."""
+    reasoning_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.total_tokens < 0:
+            self.total_tokens = self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A complete tool call: `arguments` is the JSON text the model produced.
+
+    Example:
+        >>> ToolCall(id="call_1", name="get_weather", arguments='{"city": "Oslo"}').name
+        'get_weather'
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call.
+
+    `id` and `name` are set on the first delta of each `index` only, even when the
+    server repeats them; `arguments` pieces concatenate to the JSON text.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    """One message of a conversation, in a server-neutral shape.
+
+    `images` hold data URLs (`data:image/png;base64,...`) or http(s) URLs; Ollama's
+    native API accepts only the former.
+
+    Example:
+        >>> ChatMessage("user", "Hello").role
+        'user'
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: Sequence[ToolCall] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    """Author name for user/assistant messages; the tool's name for tool messages."""
+    images: Sequence[str] = ()
+
+
+@dataclass(slots=True)
+class GenerationOptions:
+    r"""Sampling and length controls. `None` means "the server's default".
+
+    Example:
+        >>> GenerationOptions(temperature=0.0, max_tokens=64, stop=["\\n\\n"]).max_tokens
+        64
+    """
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: Sequence[str] | None = None
+    seed: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Provider-specific fields, sent as they are (OpenAI body keys, Ollama `options`)."""
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """What to generate: a conversation, or a bare `prompt` for a completion endpoint.
+
+    `tools` use the OpenAI function format (`{"type": "function", "function": {...}}`),
+    which Ollama accepts too; `response_format` the OpenAI one (`{"type": "json_schema",
+    "json_schema": {"name": ..., "schema": {...}}}` or `{"type": "json_object"}`).
+
+    Example:
+        >>> req = GenerationRequest.from_prompt("Say hi", system="Be brief")
+        >>> [m.role for m in req.messages]
+        ['system', 'user']
+    """
+
+    messages: Sequence[ChatMessage] = ()
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    tools: Sequence[Mapping[str, Any]] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    response_format: Mapping[str, Any] | None = None
+    prompt: str | None = None
+    """A raw prompt for `/completions` or Ollama `/api/generate`; `messages` stay empty."""
+    model: str | None = None
+    """Overrides the backend's model for this request."""
+
+    @classmethod
+    def from_prompt(
+        cls,
+        prompt: str,
+        *,
+        system: str | None = None,
+        options: GenerationOptions | None = None,
+    ) -> GenerationRequest:
+        """A one-turn chat request: an optional system message, then the user prompt."""
+        messages = [ChatMessage("system", system)] if system is not None else []
+        messages.append(ChatMessage("user", prompt))
+        return cls(messages=messages, options=options or GenerationOptions())
+
+
+@dataclass(slots=True)
+class Generation:
+    """A whole answer.
+
+    Example:
+        >>> Generation(text="Hi!", finish_reason="stop").text
+        'Hi!'
+    """
+
+    text: str = ""
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    raw: Any = None
+    """The decoded response body (or the last stream object), for what we don't map."""
+
+
+@dataclass(slots=True)
+class GenerationDelta:
+    """A piece of a streamed answer.
+
+    Within one stream `finish_reason` and `usage` each appear exactly once (on the last
+    delta), and `model` on the first.
+    """
+
+    text: str = ""
+    reasoning: str = ""
+    tool_call_deltas: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None

@@ -1,0 +1,335 @@
+"""The one exception hierarchy of langchain-matric.
+
+Every class also subclasses the langchain-core exception with the same meaning, so
+LangChain's own retry and context-overflow handling recognises ours::
+
+    MatricError(LangChainException)
+    ├── ConfigurationError(ValueError)             bad argument, variable or file key
+    ├── EmbeddingDimensionError(ValueError)        wrong vector count or size
+    ├── BackendConnectionError(ModelConnectionError)   refused, reset, DNS, TLS
+    ├── BackendTimeoutError(ModelTimeoutError)     connect, first byte, idle or total
+    ├── StreamError(ModelError)                    a stream broke after it began
+    └── BackendHTTPError(ModelAPIError)            the server answered with an error
+        ├── AuthenticationError(ModelAuthenticationError)       401
+        ├── PermissionDeniedError(ModelPermissionDeniedError)   403
+        ├── ModelNotFoundError(core ModelNotFoundError)         404 naming the model
+        ├── BadRequestError(ModelInvalidRequestError)           400, 422
+        │   └── ContextLengthExceededError(ContextOverflowError)
+        ├── RateLimitError(ModelRateLimitError)                 429
+        └── ServerError                                         5xx
+
+`error_from_response` turns a status, body and headers into the right class; it is the
+only place that decides, and both transports call it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from langchain_core import exceptions as core
+
+__all__ = [
+    "AuthenticationError",
+    "BackendConnectionError",
+    "BackendHTTPError",
+    "BackendTimeoutError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ContextLengthExceededError",
+    "EmbeddingDimensionError",
+    "MatricError",
+    "ModelNotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "StreamError",
+    "error_from_response",
+]
+
+_BODY_QUOTE_LIMIT = 500
+
+
+class MatricError(core.LangChainException):
+    """Root of every error this package raises."""
+
+    is_retryable: bool = False
+    """Whether sending the same request again may succeed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructor arguments defeat BaseException's default pickling;
+        # rebuild from the message and restore every attribute as state instead.
+        return (_rebuild, (type(self), self.message), dict(self.__dict__))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[MatricError], message: str) -> MatricError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
+class ConfigurationError(MatricError, ValueError):
+    """A constructor argument, environment variable or config-file key is invalid."""
+
+
+class EmbeddingDimensionError(MatricError, ValueError):
+    """The server returned a different number of vectors, or vectors of another size."""
+
+
+class BackendConnectionError(MatricError, core.ModelConnectionError):
+    """The server could not be reached (refused, reset, DNS or TLS failure)."""
+
+    is_retryable = True
+
+
+class BackendTimeoutError(MatricError, core.ModelTimeoutError):
+    """Connecting, the first byte, the gap between chunks or the whole call took too long."""
+
+    is_retryable = True
+
+
+class StreamError(MatricError, core.ModelError):
+    """A stream failed after it began: cut off, truncated, garbled, or an in-stream error.
+
+    `partial` holds the text that had arrived before the failure, so nothing is lost.
+    Never retried: part of the answer may already have reached the caller.
+    """
+
+    is_retryable = False
+
+    def __init__(self, message: str, *, partial: str = "", line: str | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        """Text received before the stream failed."""
+        self.line = line
+        """The offending wire line (first 200 characters), when one is to blame."""
+
+
+class BackendHTTPError(MatricError, core.ModelAPIError):
+    """The server answered with an error status (or an error object in a stream)."""
+
+    is_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        body: str = "",
+        request_id: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        """HTTP status code (200 for an error reported inside a stream)."""
+        self.body = body
+        """The response body, decoded, at most 500 characters."""
+        self.request_id = request_id
+        """The server's request id (`x-request-id` and similar), if it sent one."""
+        self.method = method
+        self.url = url
+        """The request URL with credentials removed."""
+
+    @property
+    def status_code(self) -> int:
+        """Alias of `status`, the name httpx and the openai SDK use."""
+        return self.status
+
+
+class AuthenticationError(BackendHTTPError, core.ModelAuthenticationError):
+    """401: the API key is missing, wrong or expired."""
+
+
+class PermissionDeniedError(BackendHTTPError, core.ModelPermissionDeniedError):
+    """403: the key is valid but may not use this model or endpoint."""
+
+
+class ModelNotFoundError(BackendHTTPError, core.ModelNotFoundError):
+    """404 whose body names the model: the model is not served (or not pulled)."""
+
+
+class BadRequestError(BackendHTTPError, core.ModelInvalidRequestError):
+    """400 or 422: the server rejected the request as invalid."""
+
+
+class ContextLengthExceededError(BadRequestError, core.ContextOverflowError):
+    """The prompt (plus the token limit) does not fit the model's context window."""
+
+
+class RateLimitError(BackendHTTPError, core.ModelRateLimitError):
+    """429: too many requests; `retry_after` holds the server's wait, in seconds."""
+
+    is_retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        """Seconds the server asked to wait (`Retry-After`), if it said."""
+
+
+class ServerError(BackendHTTPError):
+    """5xx: the server failed. Retried, except 501 (not implemented)."""
+
+    is_retryable = True
+
+
+# ---------------------------------------------------------------------------------------
+# Mapping a response to an error
+# ---------------------------------------------------------------------------------------
+
+_CONTEXT_PATTERNS = re.compile(
+    r"context[ _-]?length|context window|maximum context|context size|"
+    r"too many tokens|prompt is too long|input (?:is )?too long|exceeds? the (?:available )?"
+    r"context|longer than the model|reduce the length",
+    re.IGNORECASE,
+)
+_MODEL_MISSING = re.compile(
+    r"model.*(?:not found|does not exist|not exist|unknown|no such|try pulling)|"
+    r"(?:unknown|no such|invalid) model",
+    re.IGNORECASE,
+)
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id")
+
+
+def server_message(body: str) -> str:
+    """Extract the server's own error message from a JSON or plain-text error body.
+
+    Understands `{"error": {"message": ...}}` (OpenAI), `{"error": "..."}` (Ollama),
+    `{"message": ...}`, `{"detail": ...}` (FastAPI, vLLM) and falls back to the start of
+    the body as text.
+    """
+    text = body.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:_BODY_QUOTE_LIMIT]
+    return message_of(data) or text[:_BODY_QUOTE_LIMIT]
+
+
+def message_of(data: Any) -> str | None:
+    """Return the human message of a decoded JSON error object, or None."""
+    if isinstance(data, str):
+        return data
+    if not isinstance(data, dict):
+        return None
+    for key in ("error", "message", "detail", "msg"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, dict):
+            inner = message_of(value)
+            if inner:
+                return inner
+        if isinstance(value, list) and value:
+            parts = [message_of(item) or json.dumps(item) for item in value]
+            return "; ".join(parts)
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_from_response(
+    status: int,
+    body: bytes | str,
+    headers: Any,
+    *,
+    method: str,
+    url: str,
+    model: str | None = None,
+) -> BackendHTTPError:
+    """Build (not raise) the typed error for an HTTP error answer.
+
+    Args:
+        status: The HTTP status code.
+        body: The response body; only its first 500 characters are kept.
+        headers: A mapping with case-insensitive `get` (httpx and aiohttp headers are).
+        method: The request method, for the message.
+        url: The request URL, already free of credentials.
+        model: The model the request asked for, to recognise "model not found".
+
+    Example:
+        >>> err = error_from_response(429, b'{"error": "slow down"}', {"retry-after": "2"},
+        ...                           method="POST", url="http://127.0.0.1/v1/chat/completions")
+        >>> type(err).__name__, err.retry_after
+        ('RateLimitError', 2.0)
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    quoted = text[:_BODY_QUOTE_LIMIT]
+    said = server_message(text)
+    request_id = next((headers.get(h) for h in _REQUEST_ID_HEADERS if headers.get(h)), None)
+    where = f"{method} {url}"
+    head = f"server returned {status} for {where}"
+    detail = f": {said}" if said else " with an empty body"
+    suffix = f" (request id {request_id})" if request_id else ""
+    kw: dict[str, Any] = {
+        "status": status,
+        "body": quoted,
+        "request_id": request_id,
+        "method": method,
+        "url": url,
+    }
+
+    def msg(fix: str) -> str:
+        return f"{head}{detail}{suffix}. {fix}".rstrip()
+
+    if status == 401:
+        return AuthenticationError(msg("Check `api_key` (or OPENAI_API_KEY)."), **kw)
+    if status == 403:
+        return PermissionDeniedError(msg("The key may not use this model or endpoint."), **kw)
+    if status == 404:
+        if said and (_MODEL_MISSING.search(said) or (model and model in said)):
+            fix = f"Check `model` ({model!r})" if model else "Check `model`"
+            return ModelNotFoundError(msg(f"{fix}; for Ollama, `ollama pull` it first."), **kw)
+        return BackendHTTPError(
+            msg("Check `base_url`: an OpenAI-compatible server usually needs the `/v1` suffix."),
+            **kw,
+        )
+    if status in (400, 413, 422):
+        if _CONTEXT_PATTERNS.search(said):
+            return ContextLengthExceededError(
+                msg("Shorten the prompt or lower `max_tokens`."), **kw
+            )
+        return BadRequestError(msg("The server rejected the request as invalid."), **kw)
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return RateLimitError(
+            msg("Rate limited; retried with backoff."), retry_after=retry_after, **kw
+        )
+    if status == 501:
+        error: BackendHTTPError = ServerError(
+            msg("The server does not implement this endpoint."), **kw
+        )
+        error.is_retryable = False
+        return error
+    if status >= 500:
+        return ServerError(msg("The server failed; retried with backoff."), **kw)
+    if status in (408, 409):
+        error = BackendHTTPError(msg("Retried with backoff."), **kw)
+        error.is_retryable = True
+        return error
+    return BackendHTTPError(msg(""), **kw)
