@@ -59,6 +59,9 @@ class MatricError(core.LangChainException):
     is_retryable: bool = False
     """Whether sending the same request again may succeed."""
 
+    partial: str = ""
+    """Text a stream had delivered before this error interrupted it (empty otherwise)."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -200,6 +203,19 @@ _MODEL_MISSING = re.compile(
     re.IGNORECASE,
 )
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id")
+
+
+def status_for_message(text: str, default: int = 500) -> int:
+    """The HTTP status an error message implies, for errors reported inside a 200 stream.
+
+    A context-length complaint reads as 400, a missing model as 404, anything else as
+    `default`, so in-stream errors get the same classes as HTTP ones.
+    """
+    if _CONTEXT_PATTERNS.search(text):
+        return 400
+    if _MODEL_MISSING.search(text):
+        return 404
+    return default
 
 
 def server_message(body: str) -> str:

@@ -1,0 +1,237 @@
+"""What every HTTP backend shares: transports, stream driving, content-type fallbacks.
+
+A backend supplies I/O-free *stream parsers* (bytes in, `GenerationDelta`s out); this
+module feeds them from the sync or async transport, so the per-chunk loop is written
+once for each side and stays a few lines long.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from langchain_matric._http import (
+    AsyncStreamResponse,
+    AsyncTransport,
+    HTTPConfig,
+    RetryPolicy,
+    StreamResponse,
+    SyncTransport,
+    Timeouts,
+    redact_url,
+)
+from langchain_matric.backends._protocols import BaseBackend
+from langchain_matric.backends._types import GenerationDelta
+from langchain_matric.errors import (
+    BackendHTTPError,
+    ConfigurationError,
+    MatricError,
+    StreamError,
+    message_of,
+)
+
+__all__ = [
+    "HTTPBackend",
+    "JSONBodyParser",
+    "StreamParser",
+    "WrongContentTypeParser",
+    "wrong_content_type",
+]
+
+DEFAULT_MAX_LINE_SIZE = 32 * 1024 * 1024
+"""Largest SSE or NDJSON line accepted (32 MiB): a guard against unbounded memory."""
+
+
+_HTTP_OPTIONS = frozenset(
+    {"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"}
+)
+"""Further `HTTPConfig` fields a backend passes through (mostly for tests)."""
+
+
+class StreamParser(Protocol):
+    """Turns a streamed body into deltas, with no I/O of its own."""
+
+    @property
+    def partial(self) -> str:
+        """Text received so far."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once the terminator arrived; reading can stop."""
+        ...
+
+    def feed(self, data: bytes) -> list[GenerationDelta]:
+        """Consume a piece of the body."""
+        ...
+
+    def finish(self) -> list[GenerationDelta]:
+        """Consume the clean end of the body; raise `StreamError` if it came too early."""
+        ...
+
+
+class JSONBodyParser:
+    """For a stream request answered with one plain JSON body: one whole delta."""
+
+    def __init__(self, to_deltas: Callable[[Any], list[GenerationDelta]], url: str) -> None:
+        self._to_deltas = to_deltas
+        self._url = url
+        self._body = bytearray()
+        self.done = False
+        self.partial = ""
+
+    def feed(self, data: bytes) -> list[GenerationDelta]:
+        self._body += data
+        return []
+
+    def finish(self) -> list[GenerationDelta]:
+        text = self._body.decode("utf-8", "replace")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            msg = f"server answered {self._url} with invalid JSON: {text[:200]!r}"
+            raise StreamError(msg, line=text[:200]) from None
+        if isinstance(obj, dict) and "error" in obj:
+            said = message_of(obj) or text[:500]
+            msg = f"server reported an error for {self._url}: {said}"
+            raise BackendHTTPError(msg, status=200, body=text[:500], url=self._url)
+        self.done = True
+        return self._to_deltas(obj)
+
+
+def wrong_content_type(content_type: str, body: bytes, url: str, expected: str) -> BackendHTTPError:
+    """The error for a 2xx answer in a format we cannot read (e.g. an HTML page)."""
+    text = body.decode("utf-8", "replace")[:500]
+    msg = (
+        f"server answered {url} with {content_type or 'no content type'} where {expected} "
+        f"was expected; is `base_url` pointing at the inference API? Body starts: {text!r}"
+    )
+    return BackendHTTPError(msg, status=200, body=text, url=url)
+
+
+class WrongContentTypeParser:
+    """For a 2xx body in a format we cannot read: collects its start, then raises."""
+
+    _HEAD = 2048
+
+    def __init__(self, content_type: str, url: str, expected: str) -> None:
+        self._content_type = content_type
+        self._url = url
+        self._expected = expected
+        self._head = bytearray()
+        self.partial = ""
+        self.done = False
+
+    def feed(self, data: bytes) -> list[GenerationDelta]:
+        self._head += data[: self._HEAD - len(self._head)]
+        return self.finish() if len(self._head) >= self._HEAD else []
+
+    def finish(self) -> list[GenerationDelta]:
+        raise wrong_content_type(self._content_type, bytes(self._head), self._url, self._expected)
+
+
+class HTTPBackend(BaseBackend):
+    """Base of the HTTP backends: owns one sync and one async transport.
+
+    Subclasses build payloads and parsers; `_drive` and `_adrive` run a parser over a
+    streamed response and fill `partial` into any error raised mid-stream.
+    """
+
+    supports_streaming: bool
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        max_retries: int = 2,
+        retry: RetryPolicy | None = None,
+        verify_tls: bool | str = True,
+        client_cert: str | tuple[str, str] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        max_connections: int = 100,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        streaming: bool = True,
+        http_transport: Any = None,
+        **http_options: Any,
+    ) -> None:
+        unknown = set(http_options) - _HTTP_OPTIONS
+        if unknown:
+            msg = (
+                f"unknown argument(s) {sorted(unknown)} for {type(self).__name__}; "
+                f"transport options are {sorted(_HTTP_OPTIONS)}"
+            )
+            raise ConfigurationError(msg)
+        policy = retry or RetryPolicy(max_retries=max_retries)
+        self._config = HTTPConfig(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            params=dict(params or {}),
+            timeouts=timeouts or Timeouts(),
+            retry=policy,
+            verify=verify_tls,
+            cert=client_cert,
+            trust_env=trust_env,
+            proxy=proxy,
+            max_connections=max_connections,
+            **http_options,
+        )
+        self._sync = SyncTransport(self._config, transport=http_transport)
+        self._async = AsyncTransport(self._config)
+        self.max_line_size = max_line_size
+        self.supports_streaming = streaming
+
+    @property
+    def base_url(self) -> str:
+        """The server's base URL, without credentials."""
+        return redact_url(self._config.base_url)
+
+    # -- stream driving (the hot loop) ---------------------------------------------------
+
+    @staticmethod
+    def _drive(parser: StreamParser, response: StreamResponse) -> Iterator[GenerationDelta]:
+        try:
+            for data in response.iter_bytes():
+                yield from parser.feed(data)
+                if parser.done:
+                    return
+            yield from parser.finish()
+        except MatricError as error:
+            if not error.partial:
+                error.partial = parser.partial
+            raise
+
+    @staticmethod
+    async def _adrive(
+        parser: StreamParser, response: AsyncStreamResponse
+    ) -> AsyncIterator[GenerationDelta]:
+        try:
+            async for data in response.aiter_bytes():
+                for delta in parser.feed(data):
+                    yield delta
+                if parser.done:
+                    return
+            for delta in parser.finish():
+                yield delta
+        except MatricError as error:
+            if not error.partial:
+                error.partial = parser.partial
+            raise
+
+    # -- resources -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sync connection pool (the async one closes with `aclose`)."""
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        await self._async.aclose()
+        self._sync.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model_name!r})"

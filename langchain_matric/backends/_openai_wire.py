@@ -1,0 +1,479 @@
+"""The OpenAI-compatible wire format, with no I/O: payloads out, answers and deltas in.
+
+Used for OpenAI, Azure OpenAI, vLLM, llama.cpp, LM Studio, LocalAI, TGI and Ollama's /v1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from langchain_matric.backends._types import (
+    ChatMessage,
+    Generation,
+    GenerationDelta,
+    GenerationRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from langchain_matric.errors import (
+    BackendHTTPError,
+    EmbeddingDimensionError,
+    StreamError,
+    error_from_response,
+    message_of,
+    status_for_message,
+)
+from langchain_matric.sse import ServerSentEvent, SSEDecoder
+
+TokenLimitParam = Literal["max_tokens", "max_completion_tokens"]
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_TOOL_CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
+
+
+# ---------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------
+
+
+def message_to_wire(message: ChatMessage) -> dict[str, Any]:
+    """One `ChatMessage` as an OpenAI chat message."""
+    wire: dict[str, Any] = {"role": message.role}
+    if message.images:
+        parts: list[dict[str, Any]] = []
+        if message.content:
+            parts.append({"type": "text", "text": message.content})
+        parts.extend({"type": "image_url", "image_url": {"url": url}} for url in message.images)
+        wire["content"] = parts
+    else:
+        # Never null: several servers reject `content: null` on assistant tool calls.
+        wire["content"] = message.content
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        wire["tool_call_id"] = message.tool_call_id or ""
+    elif message.name:
+        wire["name"] = message.name
+    return wire
+
+
+def tool_choice_to_wire(choice: str | Mapping[str, Any] | None) -> Any:
+    """Normalise a tool choice: "any" means "required"; a bare name forces that tool."""
+    if choice is None or isinstance(choice, Mapping):
+        return choice
+    word = _TOOL_CHOICE_WORDS.get(choice)
+    if word is not None:
+        return word
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _options_to_wire(request: GenerationRequest, token_limit: TokenLimitParam) -> dict[str, Any]:
+    options = request.options
+    body: dict[str, Any] = {}
+    if options.temperature is not None:
+        body["temperature"] = options.temperature
+    if options.max_tokens is not None:
+        body[token_limit] = options.max_tokens
+    if options.top_p is not None:
+        body["top_p"] = options.top_p
+    if options.stop:
+        body["stop"] = list(options.stop)
+    if options.seed is not None:
+        body["seed"] = options.seed
+    body.update(options.extra)
+    return body
+
+
+def chat_payload(
+    request: GenerationRequest,
+    *,
+    model: str,
+    stream: bool,
+    token_limit: TokenLimitParam = "max_tokens",
+    stream_usage: bool = True,
+) -> dict[str, Any]:
+    """The body of `POST /chat/completions`."""
+    body: dict[str, Any] = {
+        "model": request.model or model,
+        "messages": [message_to_wire(m) for m in request.messages],
+    }
+    body.update(_options_to_wire(request, token_limit))
+    if request.tools:
+        body["tools"] = list(request.tools)
+    if request.tool_choice is not None:
+        body["tool_choice"] = tool_choice_to_wire(request.tool_choice)
+    if request.response_format is not None:
+        body["response_format"] = dict(request.response_format)
+    _set_stream(body, stream=stream, stream_usage=stream_usage)
+    return body
+
+
+def completion_payload(
+    request: GenerationRequest,
+    *,
+    model: str,
+    stream: bool,
+    stream_usage: bool = True,
+) -> dict[str, Any]:
+    """The body of `POST /completions` (base models; `request.prompt` is the raw prompt)."""
+    body: dict[str, Any] = {"model": request.model or model, "prompt": request.prompt or ""}
+    body.update(_options_to_wire(request, "max_tokens"))
+    _set_stream(body, stream=stream, stream_usage=stream_usage)
+    return body
+
+
+def _set_stream(body: dict[str, Any], *, stream: bool, stream_usage: bool) -> None:
+    body["stream"] = stream
+    if stream and stream_usage:
+        body["stream_options"] = {"include_usage": True}
+
+
+def embeddings_payload(
+    texts: Sequence[str], *, model: str, base64: bool, dimensions: int | None
+) -> dict[str, Any]:
+    """The body of `POST /embeddings`: strings only, base64 floats when the server allows."""
+    body: dict[str, Any] = {"model": model, "input": list(texts)}
+    if base64:
+        body["encoding_format"] = "base64"
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return body
+
+
+# ---------------------------------------------------------------------------------------
+# Learning from rejections
+# ---------------------------------------------------------------------------------------
+
+
+def rejects_param(error: BackendHTTPError, param: str) -> bool:
+    """True when a 400/422 answer says the server does not take `param`."""
+    return error.status in (400, 422) and param in (error.body or str(error))
+
+
+# ---------------------------------------------------------------------------------------
+# Whole answers
+# ---------------------------------------------------------------------------------------
+
+
+def usage_from_wire(data: Any) -> Usage | None:
+    """`usage` of a response or chunk, or None when absent."""
+    if not isinstance(data, dict):
+        return None
+    details = data.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    prompt = data.get("prompt_tokens") or 0
+    completion = data.get("completion_tokens") or 0
+    total = data.get("total_tokens")
+    return Usage(prompt, completion, total if total is not None else -1, reasoning)
+
+
+def raise_body_error(obj: Any, url: str, *, partial: str = "") -> None:
+    """Raise the typed error for an error object in a 200 body or a stream, if it is one.
+
+    Shapes: OpenAI `{"error": {...}}` and `{"error": "..."}`, vLLM `{"object": "error", ...}`.
+    """
+    if not isinstance(obj, dict):
+        return
+    if "error" not in obj and obj.get("object") != "error":
+        return
+    said = message_of(obj) or json.dumps(obj)[:500]
+    inner = obj.get("error")
+    code: Any = (inner.get("code") if isinstance(inner, dict) else None) or obj.get("code")
+    # A string code such as "context_length_exceeded" names the kind: classify on it too.
+    hint = f"{said} ({code})" if isinstance(code, str) else said
+    status = code if isinstance(code, int) and 400 <= code < 600 else status_for_message(hint)
+    error = error_from_response(status, json.dumps({"error": hint}), {}, method="POST", url=url)
+    error.status = 200
+    error.message = f"server reported an error in its answer from {url}: {said}"
+    error.args = (error.message,)
+    error.partial = partial
+    raise error
+
+
+def _tool_calls(raw: Any) -> list[ToolCall]:
+    calls = []
+    for i, call in enumerate(raw or ()):
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):  # some servers send an object
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append(ToolCall(call.get("id") or f"call_{i}", function.get("name") or "", arguments))
+    return calls
+
+
+def parse_chat_response(obj: Any, url: str) -> Generation:
+    """A whole `chat.completion` answer."""
+    raise_body_error(obj, url)
+    choice = _first_choice(obj, url)
+    message = choice.get("message") or {}
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    return Generation(
+        text=message.get("content") or "",
+        reasoning=reasoning or None,
+        tool_calls=_tool_calls(message.get("tool_calls")),
+        finish_reason=choice.get("finish_reason"),
+        usage=usage_from_wire(obj.get("usage")),
+        model=obj.get("model"),
+        raw=obj,
+    )
+
+
+def parse_completion_response(obj: Any, url: str) -> Generation:
+    """A whole `text_completion` answer."""
+    raise_body_error(obj, url)
+    choice = _first_choice(obj, url)
+    return Generation(
+        text=choice.get("text") or "",
+        finish_reason=choice.get("finish_reason"),
+        usage=usage_from_wire(obj.get("usage")),
+        model=obj.get("model"),
+        raw=obj,
+    )
+
+
+def _first_choice(obj: Any, url: str) -> dict[str, Any]:
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        snippet = json.dumps(obj)[:500]
+        msg = f"answer from {url} has no choices; is this an OpenAI-compatible server? {snippet}"
+        raise BackendHTTPError(msg, status=200, body=snippet, url=url)
+    choice: dict[str, Any] = choices[0]
+    return choice
+
+
+def generation_to_deltas(generation: Generation) -> list[GenerationDelta]:
+    """A whole answer as the single delta a stream would have summed to."""
+    return [
+        GenerationDelta(
+            text=generation.text,
+            reasoning=generation.reasoning or "",
+            tool_call_deltas=tuple(
+                ToolCallDelta(i, c.id, c.name, c.arguments)
+                for i, c in enumerate(generation.tool_calls)
+            ),
+            finish_reason=generation.finish_reason,
+            usage=generation.usage,
+            model=generation.model,
+        )
+    ]
+
+
+def parse_embeddings(
+    obj: Any, url: str, *, expected_count: int, expected_dim: int | None
+) -> list[list[float]]:
+    """Vectors of an `/embeddings` answer, in input order (by `index`), base64 or floats."""
+    raise_body_error(obj, url)
+    data = obj.get("data") if isinstance(obj, dict) else None
+    if not isinstance(data, list):
+        snippet = json.dumps(obj)[:500]
+        msg = f"answer from {url} has no `data` list of embeddings: {snippet}"
+        raise BackendHTTPError(msg, status=200, body=snippet, url=url)
+    ordered = sorted(data, key=lambda item: item.get("index", 0))
+    vectors = [_vector(item.get("embedding")) for item in ordered]
+    if len(vectors) != expected_count:
+        msg = f"asked {url} for {expected_count} embeddings, got {len(vectors)}"
+        raise EmbeddingDimensionError(msg)
+    check_dimensions(vectors, expected_dim, url)
+    return vectors
+
+
+def check_dimensions(vectors: list[list[float]], expected: int | None, url: str) -> None:
+    """Raise `EmbeddingDimensionError` unless every vector has the expected size."""
+    sizes = {len(v) for v in vectors}
+    if expected is not None and sizes - {expected}:
+        msg = (
+            f"{url} returned vectors of size {sorted(sizes)}, expected {expected}; "
+            "set `embed_dimension` to the model's size (or None to accept any)"
+        )
+        raise EmbeddingDimensionError(msg)
+    if len(sizes) > 1:
+        msg = f"{url} returned vectors of different sizes {sorted(sizes)} in one answer"
+        raise EmbeddingDimensionError(msg)
+
+
+def _vector(embedding: Any) -> list[float]:
+    if isinstance(embedding, str):
+        floats = array("f")
+        floats.frombytes(base64.b64decode(embedding))
+        if not _LITTLE_ENDIAN:
+            floats.byteswap()
+        return floats.tolist()
+    return [float(x) for x in embedding]
+
+
+def answered_base64(obj: Any) -> bool | None:
+    """Whether an embeddings answer carried base64 strings (None when it had no vectors)."""
+    try:
+        return isinstance(obj["data"][0]["embedding"], str)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Streams
+# ---------------------------------------------------------------------------------------
+
+
+def _surface_error_fields(name: str, value: str) -> ServerSentEvent | None:
+    # llama.cpp's C++ server writes a bare `error: {...}` line; some servers send an
+    # `event: error` block with no data. The spec drops both; we must not.
+    if name == "error":
+        return ServerSentEvent(event="error", data=value)
+    if name == "event" and value == "error":
+        return ServerSentEvent(event="error")
+    return None
+
+
+class OpenAIStreamParser:
+    """SSE chat or completion chunks to deltas, with OpenAI's stream semantics.
+
+    `[DONE]` ends the stream, and so does a clean end once `finish_reason` arrived. The
+    finish delta is held until the usage chunk (`choices: []`) or `[DONE]`, so that
+    finish_reason and usage arrive together, once.
+    """
+
+    def __init__(self, url: str, *, completions: bool = False, max_line_size: int) -> None:
+        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=_surface_error_fields)
+        self._url = url
+        self._completions = completions
+        self._pieces: list[str] = []
+        self._model_sent = False
+        self._finish: str | None = None
+        self._usage: Usage | None = None
+        self._final_sent = False
+        self._ids_seen: set[int] = set()
+        self._names_seen: set[int] = set()
+        self.done = False
+
+    @property
+    def partial(self) -> str:
+        """Text received so far."""
+        return "".join(self._pieces)
+
+    def feed(self, data: bytes) -> list[GenerationDelta]:
+        """Consume body bytes."""
+        deltas: list[GenerationDelta] = []
+        for event in self._decoder.feed(data):
+            self._on_event(event, deltas)
+            if self.done:
+                break
+        return deltas
+
+    def finish(self) -> list[GenerationDelta]:
+        """Consume a clean end of the body."""
+        deltas: list[GenerationDelta] = []
+        for event in self._decoder.flush():
+            self._on_event(event, deltas)
+        if not self.done:
+            if self._finish is None:
+                msg = (
+                    f"stream from {self._url} ended before `data: [DONE]` and without a "
+                    f"finish_reason: the answer is truncated ({len(self.partial)} characters kept)"
+                )
+                raise StreamError(msg, partial=self.partial)
+            self._emit_final(deltas)
+            self.done = True
+        return deltas
+
+    def _on_event(self, event: ServerSentEvent, deltas: list[GenerationDelta]) -> None:
+        data = event.data
+        if event.event == "error":
+            self._raise_error(data)
+        if data == "[DONE]":
+            self._emit_final(deltas)
+            self.done = True
+            return
+        if not data:
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            msg = f"invalid JSON in a data line from {self._url}: {data[:200]!r}"
+            raise StreamError(msg, partial=self.partial, line=data[:200]) from None
+        if not isinstance(obj, dict):
+            msg = f"unexpected data line from {self._url}: {data[:200]!r}"
+            raise StreamError(msg, partial=self.partial, line=data[:200])
+        if "error" in obj or obj.get("object") == "error":
+            raise_body_error(obj, self._url, partial=self.partial)
+        usage = obj.get("usage")
+        if usage:
+            self._usage = usage_from_wire(usage)
+        choices = obj.get("choices")
+        if choices:
+            delta = self._choice_delta(choices[0], obj)
+            if delta is not None:
+                deltas.append(delta)
+        elif usage and self._finish is not None:
+            self._emit_final(deltas)  # the usage chunk: last before [DONE]
+
+    def _choice_delta(self, choice: dict[str, Any], obj: dict[str, Any]) -> GenerationDelta | None:
+        if choice.get("index", 0) != 0:
+            return None  # one choice (n=1) only
+        finish = choice.get("finish_reason")
+        if finish:
+            self._finish = finish
+        if self._completions:
+            text, reasoning, tool_deltas = choice.get("text") or "", "", ()
+        else:
+            wire = choice.get("delta") or {}
+            text = wire.get("content") or ""
+            reasoning = wire.get("reasoning_content") or wire.get("reasoning") or ""
+            raw_calls = wire.get("tool_calls")
+            tool_deltas = self._tool_deltas(raw_calls) if raw_calls else ()
+        model = None
+        if not self._model_sent:
+            model = obj.get("model")
+            self._model_sent = True
+        elif not (text or reasoning or tool_deltas):
+            return None
+        if text:
+            self._pieces.append(text)
+        return GenerationDelta(text, reasoning, tool_deltas, None, None, model)
+
+    def _tool_deltas(self, raw_calls: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
+        out = []
+        for position, call in enumerate(raw_calls):
+            index = call.get("index", position)
+            function = call.get("function") or {}
+            call_id = call.get("id")
+            name = function.get("name")
+            # Some servers repeat id and name in every delta: keep only the first.
+            if call_id and index not in self._ids_seen:
+                self._ids_seen.add(index)
+            else:
+                call_id = None
+            if name and index not in self._names_seen:
+                self._names_seen.add(index)
+            else:
+                name = None
+            arguments = function.get("arguments") or ""
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            out.append(ToolCallDelta(index, call_id, name, arguments))
+        return tuple(out)
+
+    def _emit_final(self, deltas: list[GenerationDelta]) -> None:
+        if self._final_sent:
+            return
+        self._final_sent = True
+        deltas.append(GenerationDelta(finish_reason=self._finish or "stop", usage=self._usage))
+
+    def _raise_error(self, data: str) -> None:
+        try:
+            obj = json.loads(data) if data else {"error": "the server sent `event: error`"}
+        except ValueError:
+            obj = {"error": data}
+        if not isinstance(obj, dict):
+            obj = {"error": data}
+        if "error" not in obj and obj.get("object") != "error":
+            obj = {"error": obj}
+        raise_body_error(obj, self._url, partial=self.partial)

@@ -1,0 +1,371 @@
+"""`OpenAIBackend`: any server speaking the OpenAI chat-completions API.
+
+OpenAI, Azure OpenAI, vLLM, llama.cpp, LM Studio, LocalAI, TGI and Ollama's /v1 all
+stream Server-Sent Events here. What a server turns out not to accept (`max_tokens` on
+reasoning models, `stream_options`, base64 embeddings) is learned once and remembered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+from langchain_matric._http import AsyncStreamResponse, StreamResponse, Timeouts
+from langchain_matric.backends import _openai_wire as wire
+from langchain_matric.backends._http_backend import (
+    DEFAULT_MAX_LINE_SIZE,
+    HTTPBackend,
+    JSONBodyParser,
+    StreamParser,
+    WrongContentTypeParser,
+)
+from langchain_matric.backends._protocols import as_request
+from langchain_matric.backends._types import (
+    Generation,
+    GenerationDelta,
+    GenerationOptions,
+    GenerationRequest,
+)
+from langchain_matric.errors import BackendHTTPError, BadRequestError, ConfigurationError
+
+__all__ = ["OpenAIBackend"]
+
+logger = logging.getLogger("langchain_matric")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+TokenLimitSetting = Literal["auto", "max_tokens", "max_completion_tokens"]
+
+
+class OpenAIBackend(HTTPBackend):
+    """Generation, streaming and embeddings over the OpenAI-compatible API.
+
+    Setup:
+        Any server with `/v1/chat/completions`: OpenAI, vLLM, llama.cpp, LM Studio,
+        LocalAI, TGI, Ollama's `/v1`; Azure OpenAI with `azure_endpoint`.
+
+    Key init args:
+        base_url: the API root, including `/v1` for most servers.
+        api_key: sent as `Authorization: Bearer` (Azure: `api-key`).
+        model, embed_model: the generation and embedding models.
+        embed_dimension: when set, every vector's size is checked against it.
+        timeouts, max_retries, verify_tls, headers: transport settings.
+
+    Instantiate:
+        ```python
+        from langchain_matric.backends import OpenAIBackend
+
+        backend = OpenAIBackend(
+            base_url="http://127.0.0.1:8000/v1", api_key="sk-local", model="qwen2.5"
+        )
+        ```
+
+    Generate and stream:
+        ```python
+        print(backend.generate("Say hi").text)
+        for delta in backend.generate_stream("Count to 3"):
+            print(delta.text, end="")
+        ```
+
+    Embed:
+        ```python
+        vectors = backend.embed_texts(["a", "b"])
+        ```
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | SecretStr | None = None,
+        model: str = "gpt-4o-mini",
+        embed_model: str = "text-embedding-3-small",
+        embed_dimension: int | None = None,
+        *,
+        timeouts: Timeouts | None = None,
+        max_retries: int = 2,
+        verify_tls: bool | str = True,
+        headers: Mapping[str, str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        azure_endpoint: str | None = None,
+        api_version: str | None = None,
+        azure_deployment: str | None = None,
+        azure_embed_deployment: str | None = None,
+        token_limit_param: TokenLimitSetting = "auto",
+        stream_usage: bool = True,
+        send_dimensions: bool = False,
+        streaming: bool = True,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        **transport: Any,
+    ) -> None:
+        if not model:
+            msg = "OpenAIBackend needs a `model` (e.g. model='gpt-4o-mini')"
+            raise ConfigurationError(msg)
+        if embed_dimension is not None and embed_dimension <= 0:
+            msg = f"embed_dimension={embed_dimension!r} must be a positive integer or None"
+            raise ConfigurationError(msg)
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        all_headers = {"Accept": "application/json, text/event-stream"}
+        params: dict[str, str] = {}
+        self._azure = azure_endpoint is not None
+        if self._azure:
+            base_url = azure_endpoint or ""
+            params["api-version"] = api_version or DEFAULT_AZURE_API_VERSION
+            if key:
+                all_headers["api-key"] = key
+        elif key:
+            all_headers["Authorization"] = f"Bearer {key}"
+        if organization:
+            all_headers["OpenAI-Organization"] = organization
+        if project:
+            all_headers["OpenAI-Project"] = project
+        all_headers.update(headers or {})
+        super().__init__(
+            base_url=base_url,
+            headers=all_headers,
+            params=params,
+            timeouts=timeouts,
+            max_retries=max_retries,
+            verify_tls=verify_tls,
+            streaming=streaming,
+            max_line_size=max_line_size,
+            **transport,
+        )
+        self.model_name = model
+        self.embed_model = embed_model
+        self._dimension = embed_dimension
+        self._send_dimensions = send_dimensions
+        self._chat_path = self._path(azure_deployment or model, "/chat/completions")
+        self._completions_path = self._path(azure_deployment or model, "/completions")
+        self._embeddings_path = self._path(azure_embed_deployment or embed_model, "/embeddings")
+        self._models_path = "/openai/models" if self._azure else "/models"
+        # What the server turned out to accept; learned once, then remembered.
+        self._token_limit: wire.TokenLimitParam = (
+            "max_tokens" if token_limit_param == "auto" else token_limit_param
+        )
+        self._token_limit_auto = token_limit_param == "auto"
+        self._stream_usage = stream_usage
+        self._embed_base64 = True
+
+    def _path(self, deployment: str, endpoint: str) -> str:
+        return f"/openai/deployments/{deployment}{endpoint}" if self._azure else endpoint
+
+    @property
+    def dimension(self) -> int | None:
+        """The configured vector size (checked on every answer), or None."""
+        return self._dimension
+
+    # -- payloads and learning -----------------------------------------------------------
+
+    def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        if request.prompt is not None:
+            body = wire.completion_payload(
+                request, model=self.model_name, stream=stream, stream_usage=self._stream_usage
+            )
+            return self._completions_path, body
+        body = wire.chat_payload(
+            request,
+            model=self.model_name,
+            stream=stream,
+            token_limit=self._token_limit,
+            stream_usage=self._stream_usage,
+        )
+        return self._chat_path, body
+
+    def _learn(self, error: BadRequestError, *, stream: bool) -> bool:
+        """Adapt to a rejected parameter; True when the request should be sent again."""
+        if (
+            self._token_limit_auto
+            and self._token_limit == "max_tokens"
+            and wire.rejects_param(error, "max_tokens")
+        ):
+            self._token_limit = "max_completion_tokens"
+        elif stream and self._stream_usage and wire.rejects_param(error, "stream_options"):
+            self._stream_usage = False
+        else:
+            return False
+        logger.info("%s: server rejected a parameter; adapting and retrying", self.base_url)
+        return True
+
+    def _url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def _parse(self, request: GenerationRequest, obj: Any, path: str) -> Generation:
+        if request.prompt is not None:
+            return wire.parse_completion_response(obj, self._url(path))
+        return wire.parse_chat_response(obj, self._url(path))
+
+    def _parser_for(
+        self, request: GenerationRequest, response: StreamResponse | AsyncStreamResponse
+    ) -> StreamParser:
+        url = response.url
+        completions = request.prompt is not None
+        if response.content_type == "text/event-stream":
+            return wire.OpenAIStreamParser(
+                url, completions=completions, max_line_size=self.max_line_size
+            )
+        if response.content_type in ("application/json", ""):
+
+            def whole(obj: Any) -> list[GenerationDelta]:
+                parse = wire.parse_completion_response if completions else wire.parse_chat_response
+                return wire.generation_to_deltas(parse(obj, url))
+
+            return JSONBodyParser(whole, url)
+        return WrongContentTypeParser(response.content_type, url, "text/event-stream")
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _generate(self, request: GenerationRequest) -> Generation:
+        while True:
+            path, body = self._payload(request, stream=False)
+            try:
+                response = self._sync.request("POST", path, json=body, model=body["model"])
+            except BadRequestError as error:
+                if self._learn(error, stream=False):
+                    continue
+                raise
+            return self._parse(request, response.json(), path)
+
+    async def _agenerate(self, request: GenerationRequest) -> Generation:
+        while True:
+            path, body = self._payload(request, stream=False)
+            try:
+                response = await self._async.request("POST", path, json=body, model=body["model"])
+            except BadRequestError as error:
+                if self._learn(error, stream=False):
+                    continue
+                raise
+            return self._parse(request, response.json(), path)
+
+    def generate_stream(
+        self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
+    ) -> Iterator[GenerationDelta]:
+        """Stream an answer; the last delta carries finish_reason and usage."""
+        request = as_request(request, options)
+        with contextlib.ExitStack() as stack:
+            while True:
+                path, body = self._payload(request, stream=True)
+                try:
+                    response = stack.enter_context(
+                        self._sync.stream("POST", path, json=body, model=body["model"])
+                    )
+                    break
+                except BadRequestError as error:
+                    if not self._learn(error, stream=True):
+                        raise
+            yield from self._drive(self._parser_for(request, response), response)
+
+    async def agenerate_stream(
+        self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
+    ) -> AsyncIterator[GenerationDelta]:
+        """Async `generate_stream`."""
+        request = as_request(request, options)
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                path, body = self._payload(request, stream=True)
+                try:
+                    response = await stack.enter_async_context(
+                        self._async.stream("POST", path, json=body, model=body["model"])
+                    )
+                    break
+                except BadRequestError as error:
+                    if not self._learn(error, stream=True):
+                        raise
+            async for delta in self._adrive(self._parser_for(request, response), response):
+                yield delta
+
+    # -- embeddings ----------------------------------------------------------------------
+
+    def _embed_body(self, texts: Sequence[str]) -> dict[str, Any] | None:
+        if not texts:
+            return None
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text:
+                msg = f"texts[{i}] is {text!r}: embeddings need non-empty strings"
+                raise ValueError(msg)
+        dims = self._dimension if self._send_dimensions else None
+        return wire.embeddings_payload(
+            texts, model=self.embed_model, base64=self._embed_base64, dimensions=dims
+        )
+
+    def _embed_learn(self, error: BackendHTTPError) -> bool:
+        if self._embed_base64 and (
+            wire.rejects_param(error, "base64") or wire.rejects_param(error, "encoding_format")
+        ):
+            self._embed_base64 = False
+            return True
+        return False
+
+    def _vectors(self, obj: Any, count: int) -> list[list[float]]:
+        if wire.answered_base64(obj) is False:
+            self._embed_base64 = False  # it answers floats anyway: stop asking
+        return wire.parse_embeddings(
+            obj,
+            self._url(self._embeddings_path),
+            expected_count=count,
+            expected_dim=self._dimension,
+        )
+
+    def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in input order; `[]` for no texts (and no request)."""
+        while (body := self._embed_body(texts)) is not None:
+            try:
+                response = self._sync.request(
+                    "POST", self._embeddings_path, json=body, model=self.embed_model
+                )
+            except BadRequestError as error:
+                if self._embed_learn(error):
+                    continue
+                raise
+            return self._vectors(response.json(), len(texts))
+        return []
+
+    async def aembed_texts(self, texts: Sequence[str]) -> list[list[float]]:
+        """Async `embed_texts`."""
+        while (body := self._embed_body(texts)) is not None:
+            try:
+                response = await self._async.request(
+                    "POST", self._embeddings_path, json=body, model=self.embed_model
+                )
+            except BadRequestError as error:
+                if self._embed_learn(error):
+                    continue
+                raise
+            return self._vectors(response.json(), len(texts))
+        return []
+
+    # -- health --------------------------------------------------------------------------
+
+    def list_models(self) -> list[str]:
+        """The model ids the server lists (`GET /models`)."""
+        return _model_ids(self._sync.request("GET", self._models_path).json())
+
+    async def alist_models(self) -> list[str]:
+        """Async `list_models`."""
+        return _model_ids((await self._async.request("GET", self._models_path)).json())
+
+    def health_check(self) -> bool:
+        """True when `GET /models` answers; never raises."""
+        try:
+            self.list_models()
+        except Exception:  # noqa: BLE001 - a health check reports, it does not raise
+            return False
+        return True
+
+    async def ahealth_check(self) -> bool:
+        """Async `health_check`."""
+        try:
+            await self.alist_models()
+        except Exception:  # noqa: BLE001 - a health check reports, it does not raise
+            return False
+        return True
+
+
+def _model_ids(obj: Any) -> list[str]:
+    data = obj.get("data") if isinstance(obj, dict) else None
+    return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
+
