@@ -1,0 +1,127 @@
+"""Incremental newline-delimited JSON decoder (Ollama's streaming format).
+
+Bytes in, objects out, no I/O. Lines end at LF only: U+0085 and U+2028 inside JSON
+strings are content. Blank lines and a CR before the LF are tolerated. Each read is scanned
+once (only its new bytes), so a very long line costs linear time.
+"""
+
+from __future__ import annotations
+
+import json
+import json.scanner
+from typing import Any, cast
+
+from langchain_matric.errors import ConfigurationError, StreamError
+
+__all__ = ["DEFAULT_MAX_LINE_SIZE", "NDJSONDecoder", "NDJSONError"]
+
+DEFAULT_MAX_LINE_SIZE = 32 * 1024 * 1024
+"""Longest line accepted, in bytes (32 MiB)."""
+
+_QUOTE = 200
+# json.loads minus its Python wrapper (two regex matches per call): the C scanner parses one
+# value at an index; anything else goes to json.loads, which also words the error.
+_scan = json.scanner.make_scanner(cast("Any", json.JSONDecoder()))
+
+
+class NDJSONError(StreamError):
+    """A line is not a JSON object, or is longer than `max_line_size`; `line` quotes it."""
+
+
+class NDJSONDecoder:
+    r"""Turn the bytes of an NDJSON stream into one dict per line.
+
+    Lines are decoded as UTF-8 with replacement (as Go's JSON encoder would have written
+    them). `flush()` parses a last line that lacks its newline.
+
+    Example:
+        >>> decoder = NDJSONDecoder()
+        >>> decoder.feed(b'{"response": "Hi"}\n{"done"')
+        [{'response': 'Hi'}]
+        >>> decoder.feed(b": false}\r\n\n")
+        [{'done': False}]
+        >>> decoder.feed(b'{"done": true}')
+        []
+        >>> decoder.flush()
+        [{'done': True}]
+    """
+
+    __slots__ = ("_buf", "_max")
+
+    def __init__(self, max_line_size: int = DEFAULT_MAX_LINE_SIZE) -> None:
+        if max_line_size < 1:
+            raise ConfigurationError(f"max_line_size must be >= 1, got {max_line_size!r}")
+        self._max = max_line_size
+        self._buf = bytearray()  # the unterminated last line; never holds b"\n"
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Decode one read; return the objects of the lines it completed (raises `NDJSONError`)."""
+        buf = self._buf
+        end = data.rfind(b"\n") + 1
+        if not end:
+            buf += data
+            if len(buf) > self._max:
+                raise self._too_long(buf)
+            return []
+        block: bytes | bytearray
+        if not buf:
+            block = data[:end]
+            buf += data[end:]
+        elif end == len(data):  # the read ends a line (usual: servers flush whole lines)
+            buf += data
+            block, self._buf = buf, bytearray()
+            buf = self._buf
+        else:
+            buf += data
+            block = buf[: len(buf) - len(data) + end]
+            del buf[: len(block)]
+        if len(block) > self._max or len(buf) > self._max:
+            for line in [*block.split(b"\n"), buf]:
+                if len(line) > self._max:
+                    raise self._too_long(line)
+        lines = block.decode("utf-8", "replace").split("\n")
+        lines.pop()  # the empty string after the last newline
+        return self._parse(lines)
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End of stream: parse a last line that lacks its newline; the decoder is then reset."""
+        if not self._buf:
+            return []
+        line = self._buf.decode("utf-8", "replace")
+        self._buf = bytearray()
+        return self._parse([line])
+
+    def _parse(self, lines: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        scan = _scan
+        for line in lines:
+            try:
+                obj, end = scan(line, 0)
+            except (ValueError, StopIteration, RecursionError):
+                end = -1
+            if end != len(line) and (end < 0 or line[end:] != "\r"):
+                try:  # blank, leading whitespace, trailing data or invalid: ask json.loads
+                    obj = json.loads(line)
+                except (ValueError, RecursionError) as exc:
+                    if not line or line.isspace():  # a blank line (or a lone CR)
+                        continue
+                    raise self._invalid(f"invalid JSON ({exc})", line) from exc
+            if type(obj) is not dict:
+                raise self._invalid(f"expected a JSON object, got {type(obj).__name__}", line)
+            out.append(obj)
+        return out
+
+    def _invalid(self, what: str, line: str) -> NDJSONError:
+        self._buf = bytearray()
+        head = line[:_QUOTE]
+        return NDJSONError(f"NDJSON stream: {what} in line {head!r}", line=head)
+
+    def _too_long(self, line: bytes | bytearray) -> NDJSONError:
+        self._buf = bytearray()
+        head = bytes(line[:_QUOTE]).decode("utf-8", "replace")
+        return NDJSONError(
+            f"NDJSON line of at least {len(line):,} bytes exceeds max_line_size "
+            f"({self._max:,} bytes); if the server really sends such lines, raise it: "
+            f"NDJSONDecoder(max_line_size=...). The line starts {head!r}",
+            line=head,
+        )
