@@ -22,6 +22,7 @@ mapped to [-1, 1], L2-normalised and rounded to float32.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -403,13 +404,35 @@ def _number(schema: dict[str, Any], *, integer: bool) -> int | float:
 
 
 def embedding(text: str, dim: int) -> array[float]:
-    """A deterministic unit vector of `dim` float32 values for `text`."""
-    raw = array("I", hashlib.shake_256(text.encode("utf-8", "surrogatepass")).digest(4 * dim))
-    if sys.byteorder == "big":
-        raw.byteswap()
-    values = [u / 2147483647.5 - 1.0 for u in raw]
+    """A deterministic unit vector of `dim` float32 values for `text`.
+
+    Each word adds +-1 to eight hashed coordinates (feature hashing), so texts that share
+    words get nearby vectors and retrieval over the local server behaves plausibly. A
+    text without words gets a vector hashed from its bytes.
+    """
+    values = [0.0] * dim
+    for word in _EMBED_WORD.findall(text.lower()):
+        for index, sign in _word_features(word, dim):
+            values[index] += sign
+    if not any(values):
+        raw = array("I", hashlib.shake_256(text.encode("utf-8", "surrogatepass")).digest(4 * dim))
+        if sys.byteorder == "big":
+            raw.byteswap()
+        values = [u / 2147483647.5 - 1.0 for u in raw]
     norm = sum(v * v for v in values) ** 0.5 or 1.0
     return array("f", [v / norm for v in values])
+
+
+_EMBED_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_features(word: str, dim: int) -> tuple[tuple[int, float], ...]:
+    digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=24).digest()
+    return tuple(
+        (int.from_bytes(digest[i : i + 3], "little") % dim, 1.0 if digest[i] & 1 else -1.0)
+        for i in range(0, 24, 3)
+    )
 
 
 def embedding_bytes_le(vector: array[float]) -> bytes:
