@@ -6,6 +6,8 @@ Example:
     'hi'
 """
 
+from typing import TYPE_CHECKING, Any
+
 from langchain_matric.backends._protocols import (
     BaseBackend,
     EmbeddingBackend,
@@ -24,7 +26,13 @@ from langchain_matric.backends._types import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    from langchain_matric.backends._selector import BackendSelector, create_backend
+    from langchain_matric.backends.ollama import OllamaBackend
+    from langchain_matric.backends.openai import OpenAIBackend
+
 __all__ = [
+    "BackendSelector",
     "BaseBackend",
     "ChatMessage",
     "EmbeddingBackend",
@@ -34,8 +42,31 @@ __all__ = [
     "GenerationOptions",
     "GenerationRequest",
     "InferenceBackend",
+    "OllamaBackend",
+    "OpenAIBackend",
     "StreamingGeneration",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "create_backend",
 ]
+
+_LAZY = {
+    "BackendSelector": "langchain_matric.backends._selector",
+    "create_backend": "langchain_matric.backends._selector",
+    "OllamaBackend": "langchain_matric.backends.ollama",
+    "OpenAIBackend": "langchain_matric.backends.openai",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP backends load httpx on first use only.
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'langchain_matric.backends' has no attribute {name!r}"
+        raise AttributeError(msg)
+    from importlib import import_module  # noqa: PLC0415
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -43,9 +43,7 @@ DEFAULT_MAX_LINE_SIZE = 32 * 1024 * 1024
 """Largest SSE or NDJSON line accepted (32 MiB): a guard against unbounded memory."""
 
 
-_HTTP_OPTIONS = frozenset(
-    {"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"}
-)
+_HTTP_OPTIONS = frozenset({"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"})
 """Further `HTTPConfig` fields a backend passes through (mostly for tests)."""
 
 

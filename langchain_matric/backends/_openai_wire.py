@@ -421,14 +421,16 @@ class OpenAIStreamParser:
         finish = choice.get("finish_reason")
         if finish:
             self._finish = finish
+        tool_deltas: tuple[ToolCallDelta, ...] = ()
         if self._completions:
-            text, reasoning, tool_deltas = choice.get("text") or "", "", ()
+            text, reasoning = choice.get("text") or "", ""
         else:
             wire = choice.get("delta") or {}
             text = wire.get("content") or ""
             reasoning = wire.get("reasoning_content") or wire.get("reasoning") or ""
             raw_calls = wire.get("tool_calls")
-            tool_deltas = self._tool_deltas(raw_calls) if raw_calls else ()
+            if raw_calls:
+                tool_deltas = self._tool_deltas(raw_calls)
         model = None
         if not self._model_sent:
             model = obj.get("model")

@@ -1,0 +1,175 @@
+"""`matric demo`: a streamed chain, embeddings and retrieval, and a tool call.
+
+Runs on the configured default backend; when it cannot be reached (or lacks the model),
+it says so in one line and runs against the built-in local server instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.tools import tool
+from langchain_core.vectorstores import InMemoryVectorStore
+
+from langchain_matric._http import Timeouts
+from langchain_matric.backends import InferenceBackend, create_backend
+from langchain_matric.chat_models import ChatMatric
+from langchain_matric.config import InferenceConfig
+from langchain_matric.embeddings import MatricEmbeddings
+
+DOCUMENTS = [
+    "Matric streams Server-Sent Events from OpenAI-compatible servers.",
+    "Ollama's native API streams newline-delimited JSON objects.",
+    "Embeddings turn text into vectors; similar texts get nearby vectors.",
+    "A retriever returns the documents closest to a question.",
+    "Agents call tools, read the results and then answer.",
+]
+QUESTION = "How does Ollama's native API stream its answers?"
+MAX_TOKENS = 1024  # reasoning models (gpt-oss) think first: leave room for the answer
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Return the current weather for a city."""
+    return f"It is 21 degrees and sunny in {city}."
+
+
+@dataclass
+class Target:
+    """Where the demo runs: backends for generation and embeddings, and a label."""
+
+    generation: InferenceBackend
+    embedding: InferenceBackend
+    label: str
+
+
+def _reachable(kind: str, config: InferenceConfig, purpose: str) -> tuple[bool, str]:
+    """Probe a backend once, quickly: is it up, and does it serve the model."""
+    probe = create_backend(kind, max_retries=0, timeouts=Timeouts(connect=3, first_byte=10))
+    model = probe.model_name if purpose == "generation" else getattr(probe, "embed_model", "")
+    where = getattr(probe, "base_url", kind)
+    try:
+        models = probe.list_models() if hasattr(probe, "list_models") else []
+    except Exception as error:  # noqa: BLE001 - any failure means "use the local server"
+        return False, f"{kind} at {where} is not reachable ({type(error).__name__})"
+    finally:
+        probe.close()
+    if models and not _served(model, models):
+        return False, f"{kind} at {where} does not serve {purpose} model {model!r}"
+    return True, ""
+
+
+def _served(model: str, models: list[str]) -> bool:
+    return model in models or f"{model}:latest" in models
+
+
+@contextlib.contextmanager
+def choose_target(out: TextIO) -> Iterator[Target]:
+    """The configured backends, or the local server when they are unreachable."""
+    config = InferenceConfig.load()
+    gen_kind, emb_kind = config.default_generation, config.default_embedding
+    gen_ok, why = _reachable(gen_kind, config, "generation")
+    emb_ok, why_emb = _reachable(emb_kind, config, "embedding") if gen_ok else (False, "")
+    if gen_ok and emb_ok:
+        generation, embedding = create_backend(gen_kind), create_backend(emb_kind)
+        try:
+            yield Target(generation, embedding, f"{gen_kind} ({generation.model_name})")
+        finally:
+            generation.close()
+            embedding.close()
+        return
+    from langchain_matric.testing import LocalServer  # noqa: PLC0415 - only for the fallback
+
+    print(f"{why or why_emb}; using the built-in local server instead.", file=out)
+    with LocalServer(embedding_dim=64) as server:
+        base = server.ollama_base_url if gen_kind == "ollama" else server.openai_base_url
+        local = create_backend(
+            gen_kind, base_url=base, model="test-model", embed_model="test-embed"
+        )
+        try:
+            yield Target(local, local, f"the local server ({gen_kind} protocol)")
+        finally:
+            local.close()
+
+
+def _stream_chain(chat: ChatMatric, out: TextIO) -> None:
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You answer in two short sentences."), ("human", "{question}")]
+    )
+    chain = prompt | chat
+    total: AIMessageChunk | None = None
+    for chunk in chain.stream({"question": "What is Server-Sent Events streaming?"}):
+        assert isinstance(chunk, AIMessageChunk)
+        print(chunk.text, end="", flush=True, file=out)
+        total = chunk if total is None else total + chunk
+    print(file=out)
+    if (
+        total is not None
+        and not total.text
+        and total.response_metadata.get("finish_reason") == ("length")
+    ):
+        print(
+            f"(the model spent its {MAX_TOKENS}-token budget thinking; raise max_tokens)",
+            file=out,
+        )
+
+
+def _retrieve_and_answer(chat: ChatMatric, embeddings: MatricEmbeddings, out: TextIO) -> None:
+    store = InMemoryVectorStore(embeddings)
+    store.add_texts(DOCUMENTS)
+    docs = store.as_retriever(search_kwargs={"k": 2}).invoke(QUESTION)
+    print(f"Embedded {len(DOCUMENTS)} documents. Question: {QUESTION}", file=out)
+    for doc in docs:
+        print(f"  retrieved: {doc.page_content}", file=out)
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "Answer from this context only:\n{context}"),
+            ("human", "{question}"),
+        ]
+    )
+    chain = prompt | chat | StrOutputParser()
+    context = "\n".join(d.page_content for d in docs)
+    for text in chain.stream({"context": context, "question": QUESTION}):
+        print(text, end="", flush=True, file=out)
+    print(file=out)
+
+
+def _tool_call(chat: ChatMatric, out: TextIO) -> None:
+    messages: list[BaseMessage] = [HumanMessage("What is the weather in Oslo? Use get_weather.")]
+    reply = chat.bind_tools([get_weather]).invoke(messages)
+    if not reply.tool_calls:
+        print(f"The model answered without a tool call: {reply.text}", file=out)
+        return
+    messages.append(reply)
+    for call in reply.tool_calls:
+        result = get_weather.invoke(call["args"])
+        print(f"  {call['name']}({call['args']}) -> {result}", file=out)
+        messages.append(ToolMessage(result, tool_call_id=call["id"] or "", name=call["name"]))
+    print(chat.invoke(messages).text, file=out)
+
+
+def run_demo(out: TextIO = sys.stdout) -> int:
+    """Run the main job; return the process exit code."""
+    with choose_target(out) as target:
+        print(f"== langchain-matric demo on {target.label}", file=out)
+        chat = ChatMatric(backend=target.generation, max_tokens=MAX_TOKENS, temperature=0)
+        embeddings = MatricEmbeddings(backend=target.embedding)
+        sections: list[tuple[str, Any]] = [
+            ("1. A chain, streamed token by token", lambda: _stream_chain(chat, out)),
+            (
+                "2. Embeddings, retrieval and a grounded answer",
+                lambda: _retrieve_and_answer(chat, embeddings, out),
+            ),
+            ("3. A tool call", lambda: _tool_call(chat, out)),
+        ]
+        for title, step in sections:
+            print(f"\n{title}", file=out)
+            step()
+    return 0

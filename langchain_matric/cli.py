@@ -1,0 +1,99 @@
+"""The `matric` command: `demo`, `generate` and `embed`.
+
+Example:
+    $ matric demo
+    $ matric generate "Say hi" --backend ollama --model llama3.2 --stream
+    $ matric embed "first text" "second text" --backend openai
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from langchain_matric.errors import MatricError
+
+if TYPE_CHECKING:
+    from langchain_matric.backends import InferenceBackend
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matric", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="stream a chain, embed and retrieve, call a tool")
+    for name, help_text in (("generate", "generate an answer"), ("embed", "embed texts")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--backend", choices=("ollama", "openai", "azure"), default=None)
+        sub.add_argument("--base-url", default=None)
+        sub.add_argument("--model", default=None)
+        if name == "generate":
+            sub.add_argument("prompt")
+            sub.add_argument("--system", default=None)
+            sub.add_argument("--stream", action="store_true")
+        else:
+            sub.add_argument("texts", nargs="+")
+    return parser
+
+
+def _backend(args: argparse.Namespace, purpose: str) -> InferenceBackend:
+    from langchain_matric.backends import create_backend  # noqa: PLC0415
+    from langchain_matric.config import InferenceConfig  # noqa: PLC0415
+
+    overrides: dict[str, object] = {}
+    if args.base_url:
+        overrides["base_url"] = args.base_url
+    if args.model:
+        overrides["model" if purpose == "generation" else "embed_model"] = args.model
+    config = InferenceConfig.load()
+    default = config.default_generation if purpose == "generation" else config.default_embedding
+    return create_backend(args.backend or default, **overrides)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from langchain_matric.backends import GenerationRequest, StreamingGeneration  # noqa: PLC0415
+
+    backend = _backend(args, "generation")
+    request = GenerationRequest.from_prompt(args.prompt, system=args.system)
+    try:
+        if args.stream and isinstance(backend, StreamingGeneration):
+            for delta in backend.generate_stream(request):
+                print(delta.text, end="", flush=True)
+            print()
+        else:
+            print(backend.generate(request).text)
+    finally:
+        backend.close()
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    backend = _backend(args, "embedding")
+    try:
+        for text, vector in zip(args.texts, backend.embed_texts(args.texts), strict=True):
+            print(json.dumps({"text": text, "dimension": len(vector), "head": vector[:4]}))
+    finally:
+        backend.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `matric` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from langchain_matric._demo import run_demo  # noqa: PLC0415
+
+            return run_demo()
+        return _generate(args) if args.command == "generate" else _embed(args)
+    except MatricError as error:
+        print(f"matric: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
