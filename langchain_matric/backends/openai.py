@@ -368,4 +368,3 @@ class OpenAIBackend(HTTPBackend):
 def _model_ids(obj: Any) -> list[str]:
     data = obj.get("data") if isinstance(obj, dict) else None
     return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
-

@@ -209,9 +209,19 @@ CASES = [
     (400, '{"error": {"message": "bad field"}}', errors.BadRequestError, 1),
     (401, '{"error": {"message": "bad key"}}', errors.AuthenticationError, 1),
     (403, '{"error": {"message": "nope"}}', errors.PermissionDeniedError, 1),
-    (404, '{"error": {"message": "The model `test-model` does not exist"}}', errors.ModelNotFoundError, 1),
+    (
+        404,
+        '{"error": {"message": "The model `test-model` does not exist"}}',
+        errors.ModelNotFoundError,
+        1,
+    ),
     (404, "404 page not found", errors.BackendHTTPError, 1),
-    (400, '{"error": {"message": "maximum context length is 8 tokens"}}', errors.ContextLengthExceededError, 1),
+    (
+        400,
+        '{"error": {"message": "maximum context length is 8 tokens"}}',
+        errors.ContextLengthExceededError,
+        1,
+    ),
     (422, '{"detail": "field required"}', errors.BadRequestError, 1),
     (500, "Internal Server Error", errors.ServerError, 3),
     (501, "not implemented", errors.ServerError, 1),
@@ -254,7 +264,9 @@ async def test_retries_for_streams_before_data_only(server, sync, sleeps) -> Non
 
 
 async def test_connection_refused(sync, sleeps) -> None:
-    backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", model="m", sleep=sleeps, asleep=sleeps.asleep)
+    backend = OpenAIBackend(
+        base_url="http://127.0.0.1:9/v1", model="m", sleep=sleeps, asleep=sleeps.asleep
+    )
     with backend, pytest.raises(errors.BackendConnectionError, match="127.0.0.1:9"):
         await generate(backend, sync, "x")
     assert len(sleeps) == 2
@@ -336,7 +348,9 @@ async def test_azure_mode(server, sync) -> None:
         await generate(backend, sync, "x")  # the local server has no Azure routes: a 404
     sent = server.last_request
     assert sent.path == "/openai/deployments/chat-dep/chat/completions"
-    assert sent.query == {"api-version": "2024-10-21"} or "api-version=2024-10-21" in str(sent.query)
+    assert sent.query == {"api-version": "2024-10-21"} or "api-version=2024-10-21" in str(
+        sent.query
+    )
     assert sent.headers["api-key"] == "az-secret"
     assert "authorization" not in sent.headers
     assert "az-secret" not in repr(backend)

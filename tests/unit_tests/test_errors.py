@@ -9,7 +9,9 @@ from langchain_matric.errors import error_from_response
 URL = "http://127.0.0.1:8000/v1/chat/completions"
 
 
-def _err(status: int, body: str = "", headers: dict[str, str] | None = None, model: str | None = None):
+def _err(
+    status: int, body: str = "", headers: dict[str, str] | None = None, model: str | None = None
+):
     return error_from_response(
         status, body.encode(), headers or {}, method="POST", url=URL, model=model
     )
@@ -18,13 +20,48 @@ def _err(status: int, body: str = "", headers: dict[str, str] | None = None, mod
 @pytest.mark.parametrize(
     ("status", "body", "cls", "core_cls", "retryable"),
     [
-        (400, '{"error": {"message": "bad field"}}', errors.BadRequestError, core.ModelInvalidRequestError, False),
-        (422, '{"detail": [{"msg": "field required"}]}', errors.BadRequestError, core.ModelInvalidRequestError, False),
-        (400, '{"error": {"message": "This model\'s maximum context length is 8 tokens", "code": "context_length_exceeded"}}',
-         errors.ContextLengthExceededError, core.ContextOverflowError, False),
-        (401, '{"error": {"message": "Incorrect API key"}}', errors.AuthenticationError, core.ModelAuthenticationError, False),
-        (403, '{"error": "forbidden"}', errors.PermissionDeniedError, core.ModelPermissionDeniedError, False),
-        (404, '{"error": "model \\"llama9\\" not found, try pulling it first"}', errors.ModelNotFoundError, core.ModelNotFoundError, False),
+        (
+            400,
+            '{"error": {"message": "bad field"}}',
+            errors.BadRequestError,
+            core.ModelInvalidRequestError,
+            False,
+        ),
+        (
+            422,
+            '{"detail": [{"msg": "field required"}]}',
+            errors.BadRequestError,
+            core.ModelInvalidRequestError,
+            False,
+        ),
+        (
+            400,
+            '{"error": {"message": "This model\'s maximum context length is 8 tokens", "code": "context_length_exceeded"}}',
+            errors.ContextLengthExceededError,
+            core.ContextOverflowError,
+            False,
+        ),
+        (
+            401,
+            '{"error": {"message": "Incorrect API key"}}',
+            errors.AuthenticationError,
+            core.ModelAuthenticationError,
+            False,
+        ),
+        (
+            403,
+            '{"error": "forbidden"}',
+            errors.PermissionDeniedError,
+            core.ModelPermissionDeniedError,
+            False,
+        ),
+        (
+            404,
+            '{"error": "model \\"llama9\\" not found, try pulling it first"}',
+            errors.ModelNotFoundError,
+            core.ModelNotFoundError,
+            False,
+        ),
         (404, "404 page not found", errors.BackendHTTPError, core.ModelAPIError, False),
         (429, '{"error": "slow down"}', errors.RateLimitError, core.ModelRateLimitError, True),
         (500, "Internal Server Error", errors.ServerError, core.ModelAPIError, True),

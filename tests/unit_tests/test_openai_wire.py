@@ -90,7 +90,10 @@ def test_token_limit_param_and_request_model_override() -> None:
         ("required", "required"),
         ("any", "required"),
         ("get_weather", {"type": "function", "function": {"name": "get_weather"}}),
-        ({"type": "function", "function": {"name": "x"}}, {"type": "function", "function": {"name": "x"}}),
+        (
+            {"type": "function", "function": {"name": "x"}},
+            {"type": "function", "function": {"name": "x"}},
+        ),
         (None, None),
     ],
 )
@@ -313,8 +316,12 @@ def test_tool_call_id_and_name_only_on_first_delta_per_index() -> None:
     def call(index: int, args: str) -> dict:
         return {
             "tool_calls": [
-                {"index": index, "id": f"id{index}", "type": "function",
-                 "function": {"name": f"f{index}", "arguments": args}}
+                {
+                    "index": index,
+                    "id": f"id{index}",
+                    "type": "function",
+                    "function": {"name": f"f{index}", "arguments": args},
+                }
             ]
         }
 
