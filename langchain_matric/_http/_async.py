@@ -1,0 +1,348 @@
+"""The async transport, on aiohttp (imported on first use, never at module import).
+
+Timeouts: `connect` -> `ClientTimeout.sock_connect`; `first_byte` -> `sock_read` until the
+head; `idle` -> the connection's read timeout, switched after the head through
+`ResponseHandler.read_timeout` + `start_timeout()` (aiohttp re-arms that timer on every
+received packet); `total` -> `ClientTimeout.total` = the time left of the call's deadline
+(aiohttp enforces it while the body is read, too).
+
+An aiohttp session belongs to its event loop: each loop gets its own, and each session is
+closed by its loop's shutdown (see `_close_with_loop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from langchain_matric._http._common import (
+    ERROR_BODY_LIMIT,
+    AsyncStreamResponse,
+    Call,
+    Deadline,
+    Response,
+    TimeoutName,
+    build_call,
+    connection_error,
+    prepare,
+    retry_delay,
+    safe_cause,
+    stream_error,
+    timeout_error,
+)
+from langchain_matric._http._config import ClientSettings, HTTPConfig, Timeouts, client_settings
+from langchain_matric.errors import BackendHTTPError, MatricError, error_from_response
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+def client_timeout(timeouts: Timeouts, total: float | None) -> aiohttp.ClientTimeout:
+    """Build aiohttp timeouts, all explicit (its own default `total` of 300 s must never apply)."""
+    import aiohttp  # noqa: PLC0415 - lazy by design
+
+    return aiohttp.ClientTimeout(
+        total=total, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
+    )
+
+
+def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
+    """An `aiohttp.ClientSession` with exactly these settings (see `new_client` for httpx)."""
+    import aiohttp  # noqa: PLC0415 - lazy by design
+
+    connector = aiohttp.TCPConnector(
+        ssl=settings.ssl_context,
+        limit=settings.max_connections,
+        limit_per_host=0,
+        keepalive_timeout=settings.keepalive_expiry,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=client_timeout(settings.timeouts, settings.timeouts.total),
+        proxy=settings.proxy,
+        trust_env=False,  # the environment was read once, by client_settings()
+    )
+    # aiohttp silently resends an idempotent request once when the connection drops before
+    # the answer; our RetryPolicy already does that (counted, with backoff, like httpx), so
+    # turn it off for identical attempts on both stacks. A private flag, hence the guard.
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
+
+
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Hold `session` until its event loop shuts down, then close it there.
+
+    Once advanced, this generator is tracked by the running loop; `asyncio.run()` and
+    `asyncio.Runner` finalise such generators (`loop.shutdown_asyncgens()`) while the loop
+    still runs, so the session closes cleanly: no "Unclosed client session/connector" or
+    "unclosed transport" ResourceWarning after the loop is gone.
+    """
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+@dataclass(slots=True)
+class _LoopClient:
+    session: aiohttp.ClientSession
+    watcher: AsyncGenerator[None, None]
+
+
+def _read_idle(response: aiohttp.ClientResponse, idle: float | None) -> None:
+    """After the head: bound the gaps between body chunks by `idle`, not `first_byte`.
+
+    `sock_read` (here the first-byte timeout) lives on the connection's `ResponseHandler`,
+    which re-arms its timer with `read_timeout` on every packet; set it and re-arm now.
+    """
+    connection = response.connection
+    protocol = None if connection is None else connection.protocol
+    if protocol is not None and not response.content.is_eof():
+        protocol.read_timeout = idle
+        protocol.start_timeout()
+
+
+class _Phase:
+    __slots__ = ("in_body", "streaming")
+
+    def __init__(self, streaming: bool) -> None:
+        self.in_body = False
+        self.streaming = streaming
+
+
+class AsyncTransport:
+    """HTTP for the async code paths: one `aiohttp.ClientSession` per event loop, made lazily.
+
+    Sessions are left out of pickles and recreated after `os.fork()`. A session made under
+    one `asyncio.run()` is closed when that loop shuts down; the next loop gets a new one.
+
+    Example:
+        >>> transport = AsyncTransport(HTTPConfig("http://127.0.0.1:11434"))
+        >>> async def main():  # doctest: +SKIP
+        ...     tags = (await transport.request("GET", "/api/tags")).json()
+        ...     async with transport.stream("POST", "/api/chat", json={...}) as response:
+        ...         async for chunk in response.aiter_bytes(): ...
+        ...     await transport.aclose()
+    """
+
+    def __init__(self, config: HTTPConfig) -> None:
+        self._setup(config)
+
+    def _setup(self, config: HTTPConfig) -> None:
+        self.config = config
+        self._base = prepare(config)
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._proxy: str | None = None
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._setup(state["config"])
+
+    def __repr__(self) -> str:
+        return f"AsyncTransport({self.config!r})"
+
+    async def __aenter__(self) -> AsyncTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close this loop's session (idempotent); other running loops close their own."""
+        loop = asyncio.get_running_loop()
+        await self._drop(lambda key: key is loop or key.is_closed())
+
+    async def _drop(self, which: Callable[[asyncio.AbstractEventLoop], bool]) -> None:
+        for key in [k for k in list(self._clients) if which(k)]:  # list(): other threads
+            entry = self._clients.pop(key, None)  # may use this transport with their loops
+            if entry is not None:
+                await entry.watcher.aclose()  # closes its session
+
+    async def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            await self._forget_parent(loop)
+        entry = self._clients.get(loop)
+        if entry is not None and not entry.session.closed:
+            return entry.session
+        settings = client_settings(self.config)
+        self._proxy = settings.proxy
+        session = new_session(settings)
+        watcher = _close_with_loop(session)
+        await anext(watcher)  # now tracked by this loop, which will finalise it
+        self._clients[loop] = _LoopClient(session, watcher)
+        if entry is not None:
+            await entry.watcher.aclose()
+        # Loops closed without shutdown_asyncgens() (not asyncio.run): best effort.
+        await self._drop(lambda key: key.is_closed())
+        return session
+
+    async def _forget_parent(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After `fork()` the sessions are the parent's: drop our copies of their sockets.
+
+        Aborting (no TLS close_notify) leaves the parent's connections intact.
+        """
+        self._pid = os.getpid()
+        clients, self._clients = self._clients, {}
+        for key, entry in clients.items():
+            connector = entry.session.connector
+            entry.session.detach()
+            if key is loop or key.is_closed():
+                if connector is not None:
+                    await connector.close(abort_ssl=True)
+                await entry.watcher.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+    ) -> Response:
+        """Send a request and read the whole 2xx response (errors raise typed exceptions)."""
+        call = build_call(
+            self.config, self._base, method, path,
+            json=json, params=params, extra_headers=headers, model=model,
+        )  # fmt: skip
+        response, content, _ = await self._send(call, Deadline(self.config.timeouts.total), True)
+        return Response(response.status, response.headers, content, call)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[AsyncStreamResponse]:
+        """Open a 2xx response and hand out its body as it arrives.
+
+        Retries happen only while opening. Leaving the block early closes the connection
+        (`response.close()`, not `release()`), so the server sees the client go away.
+        """
+        call = build_call(
+            self.config, self._base, method, path,
+            json=json, params=params, extra_headers=headers, model=model,
+        )  # fmt: skip
+        response, _, phase = await self._send(call, Deadline(self.config.timeouts.total), False)
+        chunks = self._chunks(response, call, phase)
+        try:
+            yield AsyncStreamResponse(response.status, response.headers, call, chunks)
+        finally:
+            await chunks.aclose()
+            response.close()
+
+    async def _send(
+        self, call: Call, deadline: Deadline, read: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes, _Phase]:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(call, deadline, read)
+            except MatricError as error:
+                delay = retry_delay(error, attempt, call, self.config, deadline)
+                if delay is None:
+                    raise
+                await self.config.asleep(delay)
+                attempt += 1
+
+    async def _attempt(
+        self, call: Call, deadline: Deadline, read: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes, _Phase]:
+        from yarl import URL  # noqa: PLC0415 - lazy, with aiohttp
+
+        session = await self._session()
+        phase = _Phase(streaming=not read)
+        with self._errors(call, phase):
+            deadline.check(call, self.config)
+            response = await session.request(
+                call.method,
+                URL(call.url, encoded=True),  # already encoded by build_url: send as is
+                data=call.body,
+                headers=call.headers,
+                allow_redirects=False,
+                timeout=client_timeout(self.config.timeouts, deadline.remaining()),
+            )
+        try:
+            phase.in_body = True
+            _read_idle(response, self.config.timeouts.idle)
+            ok = 200 <= response.status < 300
+            error = None if ok else await self._status_error(response, call)
+            content = b""
+            if ok and read:
+                with self._errors(call, phase):
+                    content = await response.read()
+        except BaseException:
+            response.close()
+            raise
+        if error is not None:
+            raise error
+        return response, content, phase
+
+    async def _chunks(
+        self, response: aiohttp.ClientResponse, call: Call, phase: _Phase
+    ) -> AsyncGenerator[bytes, None]:
+        with self._errors(call, phase):
+            async for chunk in response.content.iter_any():
+                yield chunk
+
+    async def _status_error(self, response: aiohttp.ClientResponse, call: Call) -> BackendHTTPError:
+        import aiohttp  # noqa: PLC0415 - lazy by design
+
+        body = bytearray()
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):  # keep what arrived
+            while len(body) < ERROR_BODY_LIMIT:
+                chunk = await response.content.read(ERROR_BODY_LIMIT - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        response.close()
+        return error_from_response(
+            response.status,
+            bytes(body),
+            response.headers,
+            method=call.method,
+            url=call.redacted,
+            model=call.model,
+        )
+
+    @contextlib.contextmanager
+    def _errors(self, call: Call, phase: _Phase) -> Iterator[None]:
+        """Translate aiohttp exceptions into ours: the one place this stack does."""
+        import aiohttp  # noqa: PLC0415 - lazy by design
+
+        try:
+            yield
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise timeout_error(call, "connect", self.config) from safe_cause(exc, call)
+        except aiohttp.ServerTimeoutError as exc:  # sock_read
+            name: TimeoutName = "idle" if phase.in_body else "first_byte"
+            raise timeout_error(call, name, self.config) from safe_cause(exc, call)
+        except TimeoutError as exc:  # ClientTimeout.total
+            raise timeout_error(call, "total", self.config) from safe_cause(exc, call)
+        except (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError) as exc:
+            raise connection_error(call, "proxy", exc, self._proxy) from safe_cause(exc, call)
+        except aiohttp.ClientConnectorError as exc:
+            raise connection_error(call, "connect", exc) from safe_cause(exc, call)
+        except aiohttp.ClientError as exc:
+            if not phase.in_body:
+                error = connection_error(call, "no_answer", exc)
+            elif phase.streaming:
+                error = stream_error(call, exc)
+            else:
+                error = connection_error(call, "lost", exc)
+            raise error from safe_cause(exc, call)

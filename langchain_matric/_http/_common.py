@@ -1,0 +1,404 @@
+"""Pure pieces both stacks share: request building, responses, deadlines, errors, retries.
+
+The sync (httpx) and async (aiohttp) transports are short loops around these functions, so
+URLs, headers, retry decisions, delays and every error message are written once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json as jsonlib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+
+from langchain_matric._http._config import (
+    REDACTED,
+    HTTPConfig,
+    check_headers,
+    logger,
+    redact_url,
+    url_secrets,
+)
+from langchain_matric.errors import (
+    BackendConnectionError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    MatricError,
+    RateLimitError,
+    StreamError,
+)
+
+ERROR_BODY_LIMIT = 64 * 1024
+"""Bytes of an error response body read before giving up on the rest."""
+
+TimeoutName = Literal["connect", "first_byte", "idle", "total"]
+
+# ---------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One logical request (all its attempts): what to send and how to name it in messages."""
+
+    method: str
+    url: str
+    redacted: str
+    headers: dict[str, str]
+    body: bytes | None
+    model: str | None
+
+    @property
+    def where(self) -> str:
+        """`METHOD url`, credentials removed."""
+        return f"{self.method} {self.redacted}"
+
+
+def prepare(config: HTTPConfig) -> tuple[str, dict[str, str]]:
+    """The base URL without userinfo, and the headers of every request (names lower-cased).
+
+    `user:password@` in `base_url` becomes a Basic `Authorization` header unless one is
+    configured, so credentials never travel in (or get logged from) a URL on either stack.
+    """
+    headers = {"user-agent": config.user_agent}
+    headers.update({k.lower(): v for k, v in config.headers.items()})
+    parts = urlsplit(config.base_url)
+    if "@" not in parts.netloc:
+        return config.base_url, headers
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    headers.setdefault("authorization", f"Basic {token}")
+    return urlunsplit(parts._replace(netloc=host)), headers
+
+
+def build_url(base_url: str, path: str, params: Mapping[str, str]) -> str:
+    """`base_url` + `path` (a `/` added between if missing) + the encoded `params`."""
+    url = base_url.rstrip("/")
+    if path:
+        url += path if path.startswith("/") else f"/{path}"
+    if params:
+        url += ("&" if "?" in url else "?") + urlencode(params)
+    return url
+
+
+def encode_json(payload: Any) -> bytes:
+    """Serialise a JSON body once: compact, UTF-8."""
+    return jsonlib.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def build_call(
+    config: HTTPConfig,
+    base: tuple[str, dict[str, str]],
+    method: str,
+    path: str,
+    *,
+    json: Any,
+    params: Mapping[str, str] | None,
+    extra_headers: Mapping[str, str] | None,
+    model: str | None,
+) -> Call:
+    """Build a `Call` from `prepare(config)` and one call's arguments."""
+    base_url, headers = base
+    merged = {**config.params, **params} if params else config.params
+    url = build_url(base_url, path, merged)
+    body = None if json is None else encode_json(json)
+    if extra_headers or body is not None:
+        headers = dict(headers)
+        if body is not None:
+            headers["content-type"] = "application/json"
+        if extra_headers:
+            check_headers(extra_headers)
+            headers.update({k.lower(): v for k, v in extra_headers.items()})
+    return Call(method.upper(), url, redact_url(url), headers, body, model)
+
+
+class Deadline:
+    """The `total` timeout of one call, shared by its attempts."""
+
+    __slots__ = ("end", "total")
+
+    def __init__(self, total: float | None) -> None:
+        self.total = total
+        self.end = None if total is None else time.monotonic() + total
+
+    def remaining(self) -> float | None:
+        """Seconds left (may be <= 0), or None without a total timeout."""
+        return None if self.end is None else self.end - time.monotonic()
+
+    def clamp(self, value: float | None, name: TimeoutName) -> tuple[float | None, TimeoutName]:
+        """`value` limited to the time left, and the name of whichever limit is tighter."""
+        left = self.remaining()
+        if left is None or (value is not None and value <= left):
+            return value, name
+        return max(left, 0.001), "total"
+
+    def check(self, call: Call, config: HTTPConfig) -> None:
+        """Raise the total timeout error once the deadline has passed."""
+        if self.end is not None and time.monotonic() >= self.end:
+            raise timeout_error(call, "total", config)
+
+
+# ---------------------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------------------
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+class _Head:
+    __slots__ = ("_method", "content_type", "headers", "status", "url")
+
+    def __init__(self, status: int, headers: Mapping[str, str], call: Call) -> None:
+        self.status = status
+        """HTTP status code (2xx)."""
+        self.headers = headers
+        """Response headers (case-insensitive)."""
+        self.content_type = _content_type(headers)
+        """Media type, lower case, without parameters (`application/json`)."""
+        self.url = call.redacted
+        """The request URL, credentials removed."""
+        self._method = call.method
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status} {self._method} {self.url}>"
+
+
+class Response(_Head):
+    """A whole 2xx response.
+
+    Example:
+        >>> config = HTTPConfig("http://h")
+        >>> call = build_call(config, prepare(config), "GET", "/x", json=None, params=None,
+        ...                   extra_headers=None, model=None)
+        >>> Response(200, {"content-type": "application/json"}, b'{"a": 1}', call).json()
+        {'a': 1}
+    """
+
+    __slots__ = ("content",)
+
+    def __init__(self, status: int, headers: Mapping[str, str], content: bytes, call: Call) -> None:
+        super().__init__(status, headers, call)
+        self.content = content
+        """The body."""
+
+    def json(self) -> Any:
+        """The body decoded as JSON; a non-JSON body raises `BackendHTTPError` quoting it."""
+        try:
+            return jsonlib.loads(self.content)
+        except ValueError as exc:
+            text = self.content.decode("utf-8", "replace")
+            kind = self.content_type or "no Content-Type"
+            message = (
+                f"{self._method} {self.url} answered {self.status} with {kind} where JSON was "
+                f"expected ({exc}): {text[:500]!r}. Check `base_url`: it may point at a web "
+                "page or a proxy rather than the API (OpenAI-compatible servers usually need "
+                "the `/v1` suffix)."
+            )
+            raise BackendHTTPError(
+                message, status=self.status, body=text[:500], method=self._method, url=self.url
+            ) from None
+
+
+class StreamResponse(_Head):
+    """An open 2xx streaming response; read it inside `SyncTransport.stream(...)`.
+
+    Example:
+        >>> with transport.stream("POST", "/v1/chat", json=body) as response:  # doctest: +SKIP
+        ...     for chunk in response.iter_bytes():
+        ...         decoder.feed(chunk)
+    """
+
+    __slots__ = ("_chunks",)
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], call: Call, chunks: Iterator[bytes]
+    ) -> None:
+        super().__init__(status, headers, call)
+        self._chunks = chunks
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """Raw (decompressed) body chunks as they arrive."""
+        return self._chunks
+
+
+class AsyncStreamResponse(_Head):
+    """An open 2xx streaming response; read it inside `AsyncTransport.stream(...)`.
+
+    Example:
+        >>> async with transport.stream("POST", "/api/chat", json=body) as resp:  # doctest: +SKIP
+        ...     async for chunk in resp.aiter_bytes():
+        ...         decoder.feed(chunk)
+    """
+
+    __slots__ = ("_chunks",)
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], call: Call, chunks: AsyncIterator[bytes]
+    ) -> None:
+        super().__init__(status, headers, call)
+        self._chunks = chunks
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Raw (decompressed) body chunks as they arrive."""
+        return self._chunks
+
+
+# ---------------------------------------------------------------------------------------
+# Errors (both stacks translate foreign exceptions into these, in one place each)
+# ---------------------------------------------------------------------------------------
+
+_TIMEOUT_TEXT: dict[TimeoutName, tuple[str, str]] = {
+    "connect": (
+        "could not connect within the connect timeout",
+        "Is the server running and reachable? Check `base_url`, or raise",
+    ),
+    "first_byte": (
+        "no response arrived within the first-byte timeout",
+        "The model may be loading or the server busy; raise",
+    ),
+    "idle": (
+        "the server sent nothing for longer than the idle timeout between body chunks",
+        "The server may be stuck or overloaded; raise",
+    ),
+    "total": ("the call took longer than the total timeout", "Raise"),
+}
+
+
+def timeout_error(call: Call, name: TimeoutName, config: HTTPConfig) -> BackendTimeoutError:
+    """The error for an expired timeout, naming it, its value and the setting to change."""
+    value = getattr(config.timeouts, name)
+    what, fix = _TIMEOUT_TEXT[name]
+    error = BackendTimeoutError(
+        f"{call.where}: {what} ({value:g} s). {fix} `Timeouts.{name}` (None = no limit)."
+    )
+    if name == "total" or (name != "connect" and not config.retry.retry_read_timeouts):
+        error.is_retryable = False  # retrying would likely time out again
+    return error
+
+
+ConnectionProblem = Literal["connect", "proxy", "no_answer", "lost"]
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def describe(exc: BaseException, call: Call) -> str:
+    """A short, secret-free description of a network failure."""
+    for err in _chain(exc):  # aiohttp's wrappers subclass the ssl errors without their fields
+        if isinstance(err, ssl.SSLCertVerificationError) and getattr(err, "verify_message", None):
+            return f"TLS certificate verification failed: {err.verify_message}"
+        if isinstance(err, ssl.SSLError) and getattr(err, "reason", None):
+            return f"TLS error: {err.reason}"
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(err, socket.gaierror):
+            return f"cannot resolve the host name ({err.strerror})"
+        if isinstance(err, ConnectionResetError):
+            return "connection reset by peer"
+    text = str(exc)
+    text = scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, call)
+    return f"TLS error: {text}" if any(isinstance(e, ssl.SSLError) for e in _chain(exc)) else text
+
+
+def scrub(text: str, call: Call) -> str:
+    """`text` with the call's URL secrets replaced by `***`."""
+    for secret in url_secrets(call.url):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def safe_cause(exc: BaseException, call: Call) -> BaseException | None:
+    """`exc` to chain as the cause, or None when its text would reveal a URL secret."""
+    text = f"{exc} {exc.args!r}"
+    return None if any(s in text for s in url_secrets(call.url)) else exc
+
+
+def connection_error(
+    call: Call, problem: ConnectionProblem, exc: BaseException, proxy: str | None = None
+) -> MatricError:
+    """The error for a connection that failed, was refused, or was lost."""
+    detail = describe(exc, call)
+    if problem == "proxy":
+        via = redact_url(proxy) if proxy else "the proxy"
+        return BackendConnectionError(
+            f"{call.where}: could not connect through {via} ({detail}). "
+            "Check `proxy`, HTTP(S)_PROXY / NO_PROXY, or set trust_env=False."
+        )
+    if problem == "no_answer":
+        return BackendConnectionError(
+            f"{call.where}: the server closed the connection without answering ({detail}). "
+            "Is it restarting or overloaded? Check `base_url`."
+        )
+    if problem == "lost":
+        return BackendConnectionError(
+            f"{call.where}: the connection was lost while reading the response ({detail})."
+        )
+    if detail.startswith("TLS"):
+        return BackendConnectionError(
+            f"{call.where}: could not connect: {detail}. Check `verify` (a CA bundle path, "
+            "or SSL_CERT_FILE) and `cert`, or use http:// if the server does not speak TLS."
+        )
+    return BackendConnectionError(
+        f"{call.where}: could not connect ({detail}). Is the server running? Check `base_url`."
+    )
+
+
+def stream_error(call: Call, exc: BaseException) -> StreamError:
+    """The error for a streamed body that ended uncleanly (never retried)."""
+    return StreamError(
+        f"{call.where}: connection lost mid-stream ({describe(exc, call)}); "
+        "the answer is incomplete."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Retries
+# ---------------------------------------------------------------------------------------
+
+
+def _reason(error: MatricError, call: Call) -> str:
+    if isinstance(error, BackendHTTPError):  # its message quotes the server: keep it out of logs
+        return f"HTTP {error.status}"
+    return str(error).removeprefix(f"{call.where}: ").split(". ", 1)[0]
+
+
+def retry_delay(
+    error: MatricError, attempt: int, call: Call, config: HTTPConfig, deadline: Deadline
+) -> float | None:
+    """Seconds to wait before sending `call` again after `error`, or None to give up.
+
+    `attempt` counts retries already made. Logs the retry (method, redacted URL, reason,
+    delay; never headers).
+    """
+    policy = config.retry
+    if not error.is_retryable or attempt >= policy.max_retries:
+        return None
+    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+    delay = policy.delay(attempt + 1, retry_after, config.random())
+    left = deadline.remaining()
+    if left is not None and delay >= left:
+        return None
+    logger.info(
+        "%s failed (%s); retry %d of %d in %.2f s",
+        call.where,
+        _reason(error, call),
+        attempt + 1,
+        policy.max_retries,
+        delay,
+    )
+    return delay

@@ -1,0 +1,289 @@
+"""The sync transport, on httpx.
+
+Timeouts: `connect` -> httpx connect; `first_byte` -> httpx read (and write) until the head;
+`idle` -> httpx read for the body, set after the head arrived by updating the request's
+`timeout` extension (httpcore reads it when body iteration starts,
+`HTTP11Connection._receive_response_body`); `total` -> a deadline that clamps each of
+those and is checked between body chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Generator, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from langchain_matric._http._common import (
+    ERROR_BODY_LIMIT,
+    Call,
+    Deadline,
+    Response,
+    StreamResponse,
+    TimeoutName,
+    build_call,
+    connection_error,
+    prepare,
+    retry_delay,
+    safe_cause,
+    stream_error,
+    timeout_error,
+)
+from langchain_matric._http._config import ClientSettings, HTTPConfig, client_settings
+from langchain_matric.errors import BackendHTTPError, MatricError, error_from_response
+
+
+def new_client(settings: ClientSettings, transport: httpx.BaseTransport | None) -> httpx.Client:
+    """An `httpx.Client` with exactly these settings (see `new_session` for aiohttp)."""
+    t = settings.timeouts
+    return httpx.Client(
+        verify=settings.ssl_context,
+        limits=httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive_connections,
+            keepalive_expiry=settings.keepalive_expiry,
+        ),
+        proxy=settings.proxy if transport is None else None,
+        transport=transport,
+        trust_env=False,  # the environment was read once, by client_settings()
+        timeout=httpx.Timeout(connect=t.connect, read=t.first_byte, write=t.first_byte, pool=None),
+        follow_redirects=False,
+    )
+
+
+class _Phase:
+    """Which timeout names apply to the current attempt, and where it is."""
+
+    __slots__ = ("connect", "first_byte", "idle", "in_body", "streaming")
+
+    def __init__(self, connect: TimeoutName, first_byte: TimeoutName, streaming: bool) -> None:
+        self.connect = connect
+        self.first_byte = first_byte
+        self.idle: TimeoutName = "idle"
+        self.in_body = False
+        self.streaming = streaming
+
+
+class SyncTransport:
+    """HTTP for the sync code paths: an `httpx.Client`, created lazily.
+
+    The client is recreated after `os.fork()` and left out of pickles; `close()` may be
+    called any number of times (a later call opens a new client).
+
+    Example:
+        >>> transport = SyncTransport(HTTPConfig("http://127.0.0.1:11434"))
+        >>> transport.request("GET", "/api/tags").json()  # doctest: +SKIP
+        {'models': [...]}
+        >>> with transport.stream("POST", "/api/chat", json={...}) as response:  # doctest: +SKIP
+        ...     for chunk in response.iter_bytes(): ...
+        >>> transport.close()
+    """
+
+    def __init__(self, config: HTTPConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+        self._setup(config, transport)
+
+    def _setup(self, config: HTTPConfig, transport: httpx.BaseTransport | None) -> None:
+        self.config = config
+        self._injected = transport
+        self._base = prepare(config)
+        self._client: httpx.Client | None = None
+        self._proxy: str | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "transport": self._injected}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._setup(state["config"], state["transport"])
+
+    def __repr__(self) -> str:
+        return f"SyncTransport({self.config!r})"
+
+    def __enter__(self) -> SyncTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections (idempotent)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _get_client(self) -> httpx.Client:
+        client = self._client
+        if client is not None and self._pid == os.getpid():
+            return client
+        if self._pid != os.getpid():  # forked: the parent's lock may be held forever
+            self._lock = threading.Lock()
+        with self._lock:
+            if self._client is not None and self._pid != os.getpid():
+                # Inherited from the parent: closing drops only this process's copies of
+                # the sockets (nothing is sent), then this process gets its own pool.
+                self._client.close()
+                self._client = None
+            if self._client is None:
+                settings = client_settings(self.config)
+                self._proxy = settings.proxy
+                self._client = new_client(settings, self._injected)
+                self._pid = os.getpid()
+            return self._client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+    ) -> Response:
+        """Send a request and read the whole 2xx response (errors raise typed exceptions)."""
+        call = build_call(
+            self.config, self._base, method, path,
+            json=json, params=params, extra_headers=headers, model=model,
+        )  # fmt: skip
+        response, _ = self._send(call, Deadline(self.config.timeouts.total), stream=False)
+        return Response(response.status_code, response.headers, response.content, call)
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        model: str | None = None,
+    ) -> Iterator[StreamResponse]:
+        """Open a 2xx response and hand out its body as it arrives.
+
+        Retries happen only while opening. Leaving the block early closes the connection,
+        so the server sees the client go away.
+        """
+        call = build_call(
+            self.config, self._base, method, path,
+            json=json, params=params, extra_headers=headers, model=model,
+        )  # fmt: skip
+        deadline = Deadline(self.config.timeouts.total)
+        response, phase = self._send(call, deadline, stream=True)
+        chunks = self._chunks(response, call, phase, deadline)
+        try:
+            yield StreamResponse(response.status_code, response.headers, call, chunks)
+        finally:
+            chunks.close()
+            response.close()
+
+    def _send(
+        self, call: Call, deadline: Deadline, *, stream: bool
+    ) -> tuple[httpx.Response, _Phase]:
+        attempt = 0
+        while True:
+            try:
+                return self._attempt(call, deadline, stream=stream)
+            except MatricError as error:
+                delay = retry_delay(error, attempt, call, self.config, deadline)
+                if delay is None:
+                    raise
+                self.config.sleep(delay)
+                attempt += 1
+
+    def _attempt(
+        self, call: Call, deadline: Deadline, *, stream: bool
+    ) -> tuple[httpx.Response, _Phase]:
+        client = self._get_client()
+        timeouts = self.config.timeouts
+        connect, connect_name = deadline.clamp(timeouts.connect, "connect")
+        first_byte, first_byte_name = deadline.clamp(timeouts.first_byte, "first_byte")
+        phase = _Phase(connect_name, first_byte_name, stream)
+        with self._errors(call, phase):
+            deadline.check(call, self.config)
+            request = client.build_request(
+                call.method,
+                call.url,
+                content=call.body,
+                headers=call.headers,
+                timeout=httpx.Timeout(
+                    connect=connect, read=first_byte, write=first_byte, pool=deadline.remaining()
+                ),
+            )
+            response = client.send(request, stream=True)
+        try:
+            idle, phase.idle = deadline.clamp(timeouts.idle, "idle")
+            phase.in_body = True
+            # From here on, body reads wait at most `idle`: httpcore takes the read timeout
+            # from this dict when the body iteration starts.
+            request.extensions["timeout"]["read"] = idle
+            error = None if response.is_success else self._status_error(response, call)
+            if error is None and not stream:
+                with self._errors(call, phase):
+                    response.read()
+                deadline.check(call, self.config)
+        except BaseException:
+            response.close()
+            raise
+        if error is not None:
+            raise error
+        return response, phase
+
+    def _chunks(
+        self, response: httpx.Response, call: Call, phase: _Phase, deadline: Deadline
+    ) -> Generator[bytes, None, None]:
+        with self._errors(call, phase):
+            if deadline.end is None:
+                yield from response.iter_bytes()
+                return
+            for chunk in response.iter_bytes():
+                deadline.check(call, self.config)
+                yield chunk
+
+    def _status_error(self, response: httpx.Response, call: Call) -> BackendHTTPError:
+        body = bytearray()
+        with contextlib.suppress(httpx.HTTPError):  # keep what arrived
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) >= ERROR_BODY_LIMIT:
+                    break
+        response.close()
+        return error_from_response(
+            response.status_code,
+            bytes(body[:ERROR_BODY_LIMIT]),
+            response.headers,
+            method=call.method,
+            url=call.redacted,
+            model=call.model,
+        )
+
+    @contextlib.contextmanager
+    def _errors(self, call: Call, phase: _Phase) -> Iterator[None]:
+        """Translate httpx exceptions into ours: the one place this stack does."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                name = phase.connect
+            elif isinstance(exc, httpx.PoolTimeout):
+                name = "total"
+            else:
+                name = phase.idle if phase.in_body else phase.first_byte
+            raise timeout_error(call, name, self.config) from safe_cause(exc, call)
+        except httpx.ProxyError as exc:
+            raise connection_error(call, "proxy", exc, self._proxy) from safe_cause(exc, call)
+        except httpx.ConnectError as exc:
+            raise connection_error(call, "connect", exc) from safe_cause(exc, call)
+        except httpx.HTTPError as exc:
+            if not phase.in_body:
+                error = connection_error(call, "no_answer", exc)
+            elif phase.streaming:
+                error = stream_error(call, exc)
+            else:
+                error = connection_error(call, "lost", exc)
+            raise error from safe_cause(exc, call)

@@ -1,0 +1,831 @@
+"""Transports (`langchain_matric._http`) against a scripted loopback server, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import pickle
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from langchain_matric._http import (
+    AsyncTransport,
+    HTTPConfig,
+    Response,
+    RetryPolicy,
+    SyncTransport,
+    Timeouts,
+    redact_url,
+)
+from langchain_matric._http._async import new_session
+from langchain_matric._http._config import client_settings
+from langchain_matric._http._sync import new_client
+from langchain_matric.errors import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    ConfigurationError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+)
+
+STALL = 30.0  # a stalled handler waits at most this long (teardown ends it at once)
+
+# ---------------------------------------------------------------------------------------
+# A scripted loopback server
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+Behaviour = Callable[["_Handler", "Loopback"], None]
+
+
+def reply(status: int = 200, body: bytes | str = b"{}", **headers: str) -> Behaviour:
+    data = body.encode() if isinstance(body, str) else body
+    headers.setdefault("content_type", "application/json")
+
+    def run(h: _Handler, srv: Loopback) -> None:
+        h.send_response(status)
+        for name, value in headers.items():
+            h.send_header(name.replace("_", "-"), value)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    return run
+
+
+def chunks(*parts: bytes, delay: float = 0.0, then: str = "end") -> Behaviour:
+    """Chunked body; then "end" (clean), "drop" (close mid-body), "stall", or "forever"."""
+
+    def write(h: _Handler, data: bytes) -> None:
+        h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        h.wfile.flush()
+
+    def run(h: _Handler, srv: Loopback) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        h.wfile.flush()
+        for part in parts:
+            srv.stop.wait(delay)
+            write(h, part)
+        if then == "end":
+            h.wfile.write(b"0\r\n\r\n")
+        elif then == "drop":
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+        elif then == "stall":
+            srv.stop.wait(STALL)
+            h.close_connection = True
+        elif then == "forever":
+            try:
+                while not srv.stop.is_set():
+                    write(h, b"data: tick\n\n")
+                    srv.stop.wait(0.02)
+            except OSError:
+                srv.disconnected.set()
+            h.close_connection = True
+
+    return run
+
+
+def stall_head(h: _Handler, srv: Loopback) -> None:
+    srv.stop.wait(STALL)
+    h.close_connection = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        owner = self.server.owner
+        seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        behaviour = owner.next_behaviour(seen)
+        try:
+            behaviour(self, owner)
+        except OSError:
+            self.close_connection = True
+
+    do_GET = do_POST = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, owner: Loopback) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.owner = owner
+        self.conns: list[socket.socket] = []
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        self.conns.append(conn)
+        return conn, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+@dataclass
+class Loopback:
+    """`script(path, *behaviours)`: each request takes the next behaviour; the last repeats."""
+
+    scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, path: str, *behaviours: Behaviour) -> str:
+        self.scripts[path] = list(behaviours)
+        return path
+
+    def next_behaviour(self, seen: Seen) -> Behaviour:
+        with self.lock:
+            self.seen.append(seen)
+            script = self.scripts.get(seen.path.partition("?")[0]) or [reply(404, "{}")]
+            return script.pop(0) if len(script) > 1 else script[0]
+
+    def hits(self, path: str) -> int:
+        return sum(1 for s in self.seen if s.path.partition("?")[0] == path)
+
+
+@contextlib.contextmanager
+def serve(tls: ssl.SSLContext | None = None) -> Iterator[tuple[Loopback, str]]:
+    owner = Loopback()
+    srv = _Server(owner)
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield owner, f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}"
+    owner.stop.set()
+    srv.shutdown()
+    for conn in srv.conns:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    srv.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Loopback, str]]:
+    with serve() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (cert file, key file), made by openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+               "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+               "-addext", "subjectAltName=IP:127.0.0.1"]  # fmt: skip
+    try:
+        subprocess.run(command, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"openssl cannot make a test certificate: {exc}")
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[str, str]) -> Iterator[tuple[Loopback, str]]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with serve(context) as running:
+        yield running
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port whose accept queue is full: new connections hang until they time out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    time.sleep(0.05)
+    yield port
+    for s in fillers:
+        s.close()
+    listener.close()
+
+
+# ---------------------------------------------------------------------------------------
+# One facade over both transports, so each scenario runs sync and async
+# ---------------------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, kind: str, config: HTTPConfig) -> None:
+        self.kind = kind
+        self.sync = SyncTransport(config)
+        self.aio = AsyncTransport(config)
+
+    async def request(self, method: str, path: str, **kw: Any) -> Response:
+        if self.kind == "sync":
+            return self.sync.request(method, path, **kw)
+        return await self.aio.request(method, path, **kw)
+
+    async def stream(
+        self, method: str, path: str, *, take: int | None = None, **kw: Any
+    ) -> list[bytes]:
+        """Read the streamed body (stop after `take` chunks: leave the block early)."""
+        got: list[bytes] = []
+        if self.kind == "sync":
+            with self.sync.stream(method, path, **kw) as response:
+                assert response.status == 200
+                for chunk in response.iter_bytes():
+                    got.append(chunk)
+                    if take is not None and len(got) >= take:
+                        break
+            return got
+        async with self.aio.stream(method, path, **kw) as aresponse:
+            assert aresponse.status == 200
+            async for chunk in aresponse.aiter_bytes():
+                got.append(chunk)
+                if take is not None and len(got) >= take:
+                    break
+        return got
+
+    async def close(self) -> None:
+        self.sync.close()
+        await self.aio.aclose()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+def make_config(base_url: str, sleeps: list[float], **kw: Any) -> HTTPConfig:
+    async def asleep(delay: float) -> None:
+        sleeps.append(delay)
+
+    kw.setdefault("retry", RetryPolicy(max_retries=2, jitter=0.0))
+    return HTTPConfig(base_url, sleep=sleeps.append, asleep=asleep, random=lambda: 0.0, **kw)
+
+
+@pytest.fixture(params=["sync", "async"])
+async def connect(
+    request: pytest.FixtureRequest, sleeps: list[float]
+) -> AsyncIterator[Callable[..., Client]]:
+    made: list[Client] = []
+
+    def factory(base_url: str, **kw: Any) -> Client:
+        made.append(Client(request.param, make_config(base_url, sleeps, **kw)))
+        return made[-1]
+
+    yield factory
+    for client in made:
+        await client.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Success paths
+# ---------------------------------------------------------------------------------------
+
+
+async def test_json_request_sends_body_headers_and_params(server, connect) -> None:
+    srv, url = server
+    srv.script(
+        "/v1/echo", reply(200, '{"ok": true}', content_type="application/json; charset=utf-8")
+    )
+    client = connect(
+        url + "/v1/", params={"api-version": "2024"}, headers={"Authorization": "Bearer k"}
+    )
+    response = await client.request(
+        "post", "/echo", json={"text": "é"}, params={"x": "1"}, headers={"X-Extra": "1"}
+    )
+    assert response.json() == {"ok": True}
+    assert (response.status, response.content_type) == (200, "application/json")
+    assert response.headers["Content-Type"].startswith("application/json")
+    seen = srv.seen[0]
+    assert (seen.method, seen.path) == ("POST", "/v1/echo?api-version=2024&x=1")
+    assert seen.body == '{"text":"é"}'.encode()
+    assert seen.headers["content-type"] == "application/json"
+    assert seen.headers["user-agent"].startswith("langchain-matric/")
+    assert (seen.headers["authorization"], seen.headers["x-extra"]) == ("Bearer k", "1")
+
+
+async def test_url_credentials_become_basic_auth(server, connect) -> None:
+    srv, url = server
+    srv.script("/x", reply())
+    await connect(url.replace("http://", "http://bob:s%40cret@")).request("GET", "/x")
+    assert srv.seen[0].headers["authorization"] == "Basic Ym9iOnNAY3JldA=="  # bob:s@cret
+
+
+async def test_stream_yields_chunks(server, connect) -> None:
+    srv, url = server
+    srv.script("/s", chunks(b"a", b"b", b"c", delay=0.01))
+    assert b"".join(await connect(url).stream("POST", "/s", json={})) == b"abc"
+
+
+async def test_non_json_body_names_content_type_and_base_url(server, connect) -> None:
+    srv, url = server
+    srv.script("/page", reply(200, "<html>login</html>", content_type="text/html"))
+    response = await connect(url).request("GET", "/page")
+    with pytest.raises(BackendHTTPError) as info:
+        response.json()
+    assert info.value.status == 200
+    assert "text/html" in str(info.value) and "<html>login</html>" in str(info.value)
+    assert "base_url" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Status errors and retries
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
+async def test_retryable_status_is_retried_max_retries_times(
+    server, connect, sleeps, status
+) -> None:
+    srv, url = server
+    srv.script("/r", reply(status, '{"error": "busy"}'))
+    with pytest.raises(BackendHTTPError) as info:
+        await connect(url).request("POST", "/r", json={})
+    assert info.value.status == status and "busy" in str(info.value)
+    assert srv.hits("/r") == 3
+    assert sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 501, 302])
+async def test_other_statuses_are_not_retried(server, connect, sleeps, status) -> None:
+    srv, url = server
+    srv.script("/r", reply(status, '{"error": "no"}', location="/elsewhere"))
+    with pytest.raises(BackendHTTPError) as info:
+        await connect(url).request("POST", "/r", json={}, model="m")
+    assert info.value.status == status
+    assert srv.hits("/r") == 1 and sleeps == []
+
+
+async def test_status_maps_to_typed_error(server, connect) -> None:
+    srv, url = server
+    srv.script("/a", reply(401, '{"error": {"message": "bad key"}}'))
+    with pytest.raises(AuthenticationError, match="bad key"):
+        await connect(url).request("GET", "/a")
+
+
+async def test_retry_then_success(server, connect, sleeps) -> None:
+    srv, url = server
+    srv.script("/r", reply(503), reply(502), reply(200, '{"n": 3}'))
+    assert (await connect(url).request("GET", "/r")).json() == {"n": 3}
+    assert srv.hits("/r") == 3 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize(("header", "expected"), [("1", 1.0), ("100", 3.0)])
+async def test_retry_after_is_honoured_up_to_the_cap(
+    server, connect, sleeps, header, expected
+) -> None:
+    srv, url = server
+    srv.script("/r", reply(429, '{"error": "slow down"}', retry_after=header))
+    client = connect(url, retry=RetryPolicy(max_retries=2, retry_after_max=3.0))
+    with pytest.raises(RateLimitError):
+        await client.request("GET", "/r")
+    assert sleeps == [expected, expected]
+
+
+async def test_no_retry_when_the_delay_would_pass_the_total_deadline(
+    server, connect, sleeps
+) -> None:
+    srv, url = server
+    srv.script("/r", reply(429, retry_after="50"))
+    client = connect(url, timeouts=Timeouts(total=5.0), retry=RetryPolicy(retry_after_max=60))
+    with pytest.raises(RateLimitError):
+        await client.request("GET", "/r")
+    assert srv.hits("/r") == 1 and sleeps == []
+
+
+async def test_retries_are_logged_without_secrets(server, connect, caplog) -> None:
+    srv, url = server
+    srv.script("/r", reply(503))
+    client = connect(
+        url.replace("http://", "http://user:hunter2@"),
+        headers={"Authorization": "Bearer sk-header"},
+        params={"api-key": "sk-param"},
+    )
+    caplog.set_level(logging.DEBUG, logger="langchain_matric")
+    with pytest.raises(ServerError) as info:
+        await client.request("GET", "/r")
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 2
+    assert "GET" in retries[0].getMessage() and "HTTP 503" in retries[0].getMessage()
+    text = caplog.text + "".join(traceback.format_exception(info.value)) + repr(client.sync)
+    for secret in ("hunter2", "sk-header", "sk-param"):
+        assert secret not in text
+    assert "uthorization" not in caplog.text  # not even header names are logged
+    assert "api-key=***" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Connection failures and timeouts
+# ---------------------------------------------------------------------------------------
+
+
+async def test_connection_refused_is_retried_then_raised(connect, closed_port, sleeps) -> None:
+    url = f"http://127.0.0.1:{closed_port}"
+    with pytest.raises(BackendConnectionError) as info:
+        await connect(url).request("POST", "/v1/x", json={})
+    message = str(info.value)
+    assert f"POST {url}/v1/x" in message and "connection refused" in message
+    assert "Is the server running? Check `base_url`" in message
+    assert len(sleeps) == 2
+    assert info.value.__cause__ is not None
+
+
+async def test_connect_timeout(connect, blackhole, sleeps) -> None:
+    client = connect(f"http://127.0.0.1:{blackhole}", timeouts=Timeouts(connect=0.2))
+    started = time.monotonic()
+    with pytest.raises(BackendTimeoutError) as info:
+        await client.request("GET", "/x")
+    assert "connect timeout (0.2 s)" in str(info.value) and "Timeouts.connect" in str(info.value)
+    assert len(sleeps) == 2  # connect timeouts are retried
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("retry_reads", [False, True])
+async def test_first_byte_timeout(server, connect, sleeps, retry_reads) -> None:
+    srv, url = server
+    srv.script("/slow", stall_head)
+    retry = RetryPolicy(max_retries=2, jitter=0, retry_read_timeouts=retry_reads)
+    client = connect(url, timeouts=Timeouts(first_byte=0.2), retry=retry)
+    with pytest.raises(BackendTimeoutError) as info:
+        await client.request("POST", "/slow", json={})
+    assert "first-byte timeout (0.2 s)" in str(info.value)
+    assert "Timeouts.first_byte" in str(info.value)
+    assert srv.hits("/slow") == (3 if retry_reads else 1)
+    assert info.value.is_retryable is retry_reads
+
+
+async def test_first_byte_timeout_in_stream(server, connect) -> None:
+    srv, url = server
+    srv.script("/slow", stall_head)
+    with pytest.raises(BackendTimeoutError, match="first-byte timeout"):
+        await connect(url, timeouts=Timeouts(first_byte=0.2)).stream("GET", "/slow")
+
+
+async def test_idle_timeout_while_streaming(server, connect) -> None:
+    srv, url = server
+    srv.script("/s", chunks(b"first", then="stall"))
+    got: list[bytes] = []
+    client = connect(url, timeouts=Timeouts(first_byte=30, idle=0.2))
+    with pytest.raises(BackendTimeoutError) as info:
+        got.extend(await client.stream("GET", "/s"))
+    assert "idle timeout between body chunks (0.2 s)" in str(info.value)
+    assert "Timeouts.idle" in str(info.value)
+    assert srv.hits("/s") == 1
+
+
+async def test_idle_timeout_while_reading_a_whole_body(server, connect) -> None:
+    srv, url = server
+    srv.script("/s", chunks(b"{", then="stall"))
+    client = connect(url, timeouts=Timeouts(first_byte=30, idle=0.2))
+    with pytest.raises(BackendTimeoutError, match="idle timeout"):
+        await client.request("GET", "/s")
+    assert srv.hits("/s") == 1
+
+
+async def test_total_timeout_while_streaming(server, connect) -> None:
+    srv, url = server
+    srv.script("/s", chunks(then="forever"))
+    client = connect(url, timeouts=Timeouts(idle=30, total=0.4))
+    with pytest.raises(BackendTimeoutError) as info:
+        await client.stream("GET", "/s")
+    assert "total timeout (0.4 s)" in str(info.value) and "Timeouts.total" in str(info.value)
+    assert info.value.is_retryable is False
+
+
+async def test_drop_mid_stream_is_a_stream_error_and_not_retried(server, connect, sleeps) -> None:
+    srv, url = server
+    srv.script("/s", chunks(b"a", b"b", then="drop"))
+    with pytest.raises(StreamError, match="connection lost mid-stream") as info:
+        await connect(url).stream("POST", "/s", json={})
+    assert info.value.partial == "" and info.value.is_retryable is False
+    assert srv.hits("/s") == 1 and sleeps == []
+
+
+async def test_drop_while_reading_a_whole_body_is_retried(server, connect, sleeps) -> None:
+    srv, url = server
+    srv.script("/s", chunks(b'{"a":', then="drop"))
+    with pytest.raises(BackendConnectionError, match="lost while reading"):
+        await connect(url).request("GET", "/s")
+    assert srv.hits("/s") == 3
+
+
+async def test_stream_retries_only_while_opening(server, connect, sleeps) -> None:
+    srv, url = server
+    srv.script("/s", reply(503), chunks(b"x", b"y"))
+    assert b"".join(await connect(url).stream("GET", "/s")) == b"xy"
+    assert srv.hits("/s") == 2 and sleeps == [0.5]
+
+
+async def test_leaving_a_stream_early_closes_the_connection(server, connect) -> None:
+    srv, url = server
+    srv.script("/s", chunks(then="forever"))
+    got = await connect(url).stream("GET", "/s", take=1)
+    assert got
+    assert await asyncio.to_thread(srv.disconnected.wait, 10)
+
+
+async def test_server_closing_before_answering_is_a_connection_error(server, connect) -> None:
+    srv, url = server
+
+    def hang_up(h: _Handler, _: Loopback) -> None:
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+
+    srv.script("/x", hang_up)
+    with pytest.raises(BackendConnectionError, match="closed the connection without answering"):
+        await connect(url).request("GET", "/x")
+    assert srv.hits("/x") == 3
+
+
+# ---------------------------------------------------------------------------------------
+# Lifecycle: loops, pickling, fork
+# ---------------------------------------------------------------------------------------
+
+
+def test_close_is_idempotent(server) -> None:
+    srv, url = server
+    srv.script("/x", reply())
+    transport = SyncTransport(HTTPConfig(url))
+    transport.close()
+    with transport:
+        transport.request("GET", "/x")
+    transport.close()
+    assert transport._client is None
+
+
+def test_sync_transport_pickles_without_its_client(server) -> None:
+    srv, url = server
+    srv.script("/x", reply(200, '{"a": 1}'))
+    with SyncTransport(HTTPConfig(url, headers={"Authorization": "Bearer k"})) as transport:
+        transport.request("GET", "/x")
+        assert transport._client is not None
+        with pickle.loads(pickle.dumps(transport)) as clone:
+            assert clone._client is None and clone.config == transport.config
+            assert clone.request("GET", "/x").json() == {"a": 1}
+
+
+def test_sync_client_is_recreated_after_fork(server) -> None:
+    srv, url = server
+    srv.script("/x", reply())
+    transport = SyncTransport(HTTPConfig(url))
+    transport.request("GET", "/x")
+    parent_client = transport._client
+    transport._pid = -1  # as if this were a forked child
+    transport.request("GET", "/x")
+    assert transport._client is not parent_client and parent_client is not None
+    assert parent_client.is_closed
+    transport.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Settings parity, TLS, redaction
+# ---------------------------------------------------------------------------------------
+
+
+async def test_both_stacks_get_identical_settings(tmp_path) -> None:
+    config = HTTPConfig(
+        "https://127.0.0.1:1",
+        timeouts=Timeouts(connect=1.5, first_byte=2.5, idle=3.5, total=99.0),
+        proxy="http://127.0.0.1:3128",
+        max_connections=7,
+        max_keepalive_connections=3,
+    )
+    settings = client_settings(config)
+    client = new_client(settings, None)
+    session = new_session(settings)
+    try:
+        assert client.timeout == httpx.Timeout(connect=1.5, read=2.5, write=2.5, pool=None)
+        assert session.timeout == aiohttp.ClientTimeout(
+            total=99.0, connect=None, sock_connect=1.5, sock_read=2.5
+        )
+        proxy_transport = next(iter(client._mounts.values()))
+        assert isinstance(proxy_transport, httpx.HTTPTransport)
+        for pool in (proxy_transport._pool, client._transport._pool):  # type: ignore[attr-defined]
+            assert pool._ssl_context is settings.ssl_context
+            assert (pool._max_connections, pool._max_keepalive_connections) == (7, 3)
+            assert pool._keepalive_expiry == settings.keepalive_expiry
+        assert str(proxy_transport._pool._proxy_url.host, "ascii") == "127.0.0.1"  # type: ignore[attr-defined]
+        connector = session.connector
+        assert isinstance(connector, aiohttp.TCPConnector)
+        assert connector._ssl is settings.ssl_context
+        assert (connector.limit, connector.limit_per_host) == (7, 0)
+        assert connector._keepalive_timeout == settings.keepalive_expiry
+        assert str(session._default_proxy) == "http://127.0.0.1:3128"
+        assert client.trust_env is False and session.trust_env is False
+    finally:
+        client.close()
+        await session.close()
+
+
+async def test_tls_certificate_is_checked(tls_server, connect, certificate) -> None:
+    srv, url = tls_server
+    srv.script("/x", reply(200, '{"tls": true}'))
+    with pytest.raises(BackendConnectionError) as info:
+        await connect(url).request("GET", "/x")
+    assert "TLS certificate verification failed" in str(info.value)
+    assert "Check `verify`" in str(info.value)
+    assert (await connect(url, verify=certificate[0]).request("GET", "/x")).json() == {"tls": True}
+    assert (await connect(url, verify=False).request("GET", "/x")).json() == {"tls": True}
+
+
+def test_one_ssl_context_is_shared_and_verify_false_disables_checks() -> None:
+    a = client_settings(HTTPConfig("https://h", verify=False)).ssl_context
+    b = client_settings(HTTPConfig("https://h", verify=False)).ssl_context
+    assert a is b and a.check_hostname is False
+
+
+def test_proxy_from_environment_unless_bypassed(monkeypatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.local:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert client_settings(HTTPConfig("https://api.x")).proxy == "http://proxy.local:3128"
+    assert client_settings(HTTPConfig("https://api.x", trust_env=False)).proxy is None
+    monkeypatch.setenv("NO_PROXY", "api.x")
+    assert client_settings(HTTPConfig("https://api.x")).proxy is None
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.local:1080")
+    with pytest.raises(ConfigurationError, match="only http and https proxies"):
+        client_settings(HTTPConfig("https://other.y"))
+
+
+def test_verify_false_logs_one_warning(caplog, server) -> None:
+    srv, url = server
+    srv.script("/x", reply())
+    caplog.set_level(logging.WARNING, logger="langchain_matric")
+    config = HTTPConfig(url, verify=False)
+    transport = SyncTransport(config)
+    transport.request("GET", "/x")
+    AsyncTransport(config)
+    transport.close()
+    warnings = [r for r in caplog.records if "verification is OFF" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://u:p@h:1/v1?api-key=abc&x=1", "http://h:1/v1?api-key=***&x=1"),
+        (
+            "https://h/v1?key=a&token=b&sig=c&api_key=d&Password=e",
+            "https://h/v1?key=***&token=***&sig=***&api_key=***&Password=***",
+        ),
+        (
+            "https://h/?access_token=a&signature=b&secret=c&api-version=2",
+            "https://h/?access_token=***&signature=***&secret=***&api-version=2",
+        ),
+        ("http://token@h/p", "http://h/p"),
+        ("http://h/p", "http://h/p"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_config_repr_hides_secrets() -> None:
+    config = HTTPConfig(
+        "https://user:pw@h/v1",
+        headers={"Authorization": "Bearer A", "api-key": "B", "X-Api-Key": "C", "X-Token": "D",
+                 "Cookie": "E", "X-Trace": "visible"},
+        params={"api-version": "1", "api-key": "F"},
+        proxy="http://proxyuser:G@proxy:1",
+    )  # fmt: skip
+    text = repr(config) + repr(SyncTransport(config)) + repr(AsyncTransport(config))
+    for secret in ("pw", "Bearer A", "'B'", "'C'", "'D'", "'E'", "'F'", ":G@"):
+        assert secret not in text
+    assert "visible" in text and "api-version" in text
+
+
+def test_import_does_not_import_aiohttp() -> None:
+    code = "import sys, langchain_matric._http; assert 'aiohttp' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Pure pieces and validation
+# ---------------------------------------------------------------------------------------
+
+
+def test_retry_policy_delay() -> None:
+    policy = RetryPolicy(backoff_initial=0.5, backoff_max=3.0, jitter=0.5, retry_after_max=10)
+    assert [policy.delay(n, None, 0.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
+    assert policy.delay(2, None, 1.0) == 0.5  # jitter removes up to half
+    assert policy.delay(1, 4.0, 0.9) == 4.0
+    assert policy.delay(1, 99.0, 0.0) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: Timeouts(connect=0), "Timeouts.connect"),
+        (lambda: Timeouts(idle=-1), "Timeouts.idle"),
+        (lambda: Timeouts(total=float("inf")), "Timeouts.total"),
+        (lambda: Timeouts(first_byte=True), "Timeouts.first_byte"),
+        (lambda: RetryPolicy(max_retries=-1), "RetryPolicy.max_retries"),
+        (lambda: RetryPolicy(jitter=2), "RetryPolicy.jitter"),
+        (lambda: HTTPConfig("ftp://h"), "base_url"),
+        (lambda: HTTPConfig("localhost:11434"), "base_url"),
+        (lambda: HTTPConfig("http://h/v1#top"), "fragment"),
+        (lambda: HTTPConfig("http://h", verify="/no/such/ca.pem"), "verify"),
+        (lambda: HTTPConfig("http://h", max_connections=0), "max_connections"),
+        (lambda: HTTPConfig("http://h", headers={"X": "a\r\nb"}), "header 'X'"),
+        (lambda: HTTPConfig("http://h", proxy="socks5://p:1"), "proxy"),
+        (lambda: HTTPConfig("http://h", cert=("a", "b", "c")), "cert"),  # type: ignore[arg-type]
+        (lambda: client_settings(HTTPConfig("https://h", cert="/no/such.pem")), "cert"),
+    ],
+)
+def test_invalid_settings_name_the_setting(make: Callable[[], object], name: str) -> None:
+    with pytest.raises(ConfigurationError, match=name.replace(".", r"\.")):
+        make()
+
+
+def test_query_in_base_url_moves_to_params() -> None:
+    config = HTTPConfig("https://h/openai?api-version=1&x=2", params={"x": "3"})
+    assert (config.base_url, config.params) == ("https://h/openai", {"api-version": "1", "x": "3"})
+
+
+def test_error_body_is_read_bounded() -> None:
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        for _ in range(1024):
+            sent += 4096
+            yield b'{"e":' + b" " * 4090 + b"}"
+
+    transport = SyncTransport(
+        HTTPConfig("http://h", retry=RetryPolicy(max_retries=0)),
+        transport=httpx.MockTransport(lambda request: httpx.Response(500, content=body())),
+    )
+    with pytest.raises(ServerError) as info:
+        transport.request("GET", "/x")
+    assert sent <= 64 * 1024 + 4096 and len(info.value.body) <= 500
+    transport.close()
+
+
+def test_mock_transport_sees_one_json_encoding() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": 1})
+
+    config = HTTPConfig("http://h/base/", params={"api-version": "v"})
+    with SyncTransport(config, transport=httpx.MockTransport(handler)) as transport:
+        assert transport.request("POST", "chat", json={"a": [1, 2]}).json() == {"ok": 1}
+    assert str(seen[0].url) == "http://h/base/chat?api-version=v"
+    assert seen[0].content == b'{"a":[1,2]}'
+    assert json.loads(seen[0].content) == {"a": [1, 2]}
