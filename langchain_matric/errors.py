@@ -132,6 +132,7 @@ class BackendHTTPError(MatricError, core.ModelAPIError):
         request_id: str | None = None,
         method: str | None = None,
         url: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -143,6 +144,8 @@ class BackendHTTPError(MatricError, core.ModelAPIError):
         self.method = method
         self.url = url
         """The request URL with credentials removed."""
+        self.retry_after = retry_after
+        """Seconds the server asked to wait (`Retry-After`, on 429, 503 and others)."""
 
     @property
     def status_code(self) -> int:
@@ -174,11 +177,6 @@ class RateLimitError(BackendHTTPError, core.ModelRateLimitError):
     """429: too many requests; `retry_after` holds the server's wait, in seconds."""
 
     is_retryable = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
-        """Seconds the server asked to wait (`Retry-After`), if it said."""
 
 
 class ServerError(BackendHTTPError):
@@ -308,6 +306,7 @@ def error_from_response(
         "request_id": request_id,
         "method": method,
         "url": url,
+        "retry_after": parse_retry_after(headers.get("retry-after")),
     }
 
     def msg(fix: str) -> str:
@@ -332,10 +331,7 @@ def error_from_response(
             )
         return BadRequestError(msg("The server rejected the request as invalid."), **kw)
     if status == 429:
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        return RateLimitError(
-            msg("Rate limited; retried with backoff."), retry_after=retry_after, **kw
-        )
+        return RateLimitError(msg("Rate limited; retried with backoff."), **kw)
     if status == 501:
         error: BackendHTTPError = ServerError(
             msg("The server does not implement this endpoint."), **kw

@@ -251,6 +251,13 @@ async def test_429_retry_after_then_success(server, sync, sleeps) -> None:
     assert posts(server, "/v1/chat/completions") == 2
 
 
+async def test_503_retry_after_is_honoured(server, sync, sleeps) -> None:
+    server.fault(Fault(status=503, body="busy", headers={"Retry-After": "2"}))
+    with make(server, sleeps) as backend:
+        assert (await generate(backend, sync, "hi")).text == "Echo: hi"
+    assert sleeps == [2.0]
+
+
 async def test_retries_for_streams_before_data_only(server, sync, sleeps) -> None:
     server.fault(Fault(status=503, body="busy"))
     with make(server, sleeps) as backend:

@@ -103,6 +103,8 @@ def test_retry_after_and_request_id() -> None:
     assert err.request_id == "req-42"
     assert "req-42" in str(err)
     assert _err(429, "{}", {"retry-after": "soon"}).retry_after is None
+    assert _err(503, "{}", {"retry-after": "4"}).retry_after == 4.0
+    assert _err(500).retry_after is None
     date = _err(429, "{}", {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
     assert date.retry_after == 0.0
 
