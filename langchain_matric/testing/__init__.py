@@ -22,16 +22,25 @@ Which answer a generation request gets: a queued `Fault` matching its path first
 next scripted `Reply`, then ``options.default_reply`` (pre-built once, for benchmarks),
 else the request-driven model:
 
-1. Tools offered and ``tool_choice`` is not "none": a forced function is always
-   called; with "required", or when the last message is from the user, the tools named
-   in the last user message are called (all, in offered order; only the first when
-   ``parallel_tool_calls`` is false), else the first offered tool. After a tool result
-   (last message role "tool") it answers in text. Arguments fill every property of the
-   tool's JSON schema (``$ref``, ``anyOf``, ``enum``, bounds handled); strings echo the
-   last user message.
+1. Tools offered and ``tool_choice`` is not "none": a forced function is always called;
+   with "required", or when the last message is from the user, the tools named (as whole
+   words) in the last user message are called (all, in offered order; only the first
+   when ``parallel_tool_calls`` is false), else the first offered tool. After a tool
+   result (last message role "tool") it answers in text. Arguments fill every property
+   of the tool's JSON schema (``$ref``, ``anyOf``, ``enum``, bounds handled) with values
+   read off the last user message, as a model would: ``key=value`` / ``key: value`` for
+   that property, numbers in order for integer/number properties (``"What is 3 + 4?"``
+   -> ``{"a": 3, "b": 4}``), quoted strings then proper names (capitalised words not
+   starting a sentence: ``Oslo``) in order for string properties, the ``enum`` member
+   the text mentions; a call written as ``name(...)`` (``"magic_function(3)"``) is read
+   between its parentheses only. Values the text does not give (or that break the
+   schema's bounds) come from the schema: lower bounds, ``format`` examples, and strings
+   echo the last user message.
 2. Else a JSON schema (OpenAI ``response_format`` json_schema, Ollama ``format`` object)
-   gives JSON valid against it; ``json_object`` / ``format: "json"`` gives
-   ``{"echo": <last user text>}``.
+   gives JSON valid against it, filled the same way; ``json_object`` /
+   ``format: "json"`` gives an object keyed by the quoted names in the system messages
+   and the last user message (``"... with 'setup' and 'punchline' keys"``), each valued
+   with the last user text, or ``{"echo": <last user text>}`` without quoted names.
 3. Else text ``"Echo: <last user text>"`` (``"Result: <tool contents>"`` after tool
    results), one word per streamed delta, cut at the first ``stop`` string (finish
    "stop") and to ``max_tokens`` / ``max_completion_tokens`` / ``num_predict`` words
@@ -40,7 +49,8 @@ else the request-driven model:
    ``reasoning_effort``) or with the server option ``reasoning=True``.
 
 Tokens are whitespace-separated words. Embeddings are deterministic unit vectors
-(SHAKE-256 of the text, float32), ``embedding_dim`` long unless ``dimensions`` is sent.
+(feature-hashed words, so texts sharing words are near; float32), ``embedding_dim``
+long unless ``dimensions`` is sent.
 Scripted replies are served as given (no ``stop`` / ``max_tokens`` cut).
 """
 

@@ -4,20 +4,28 @@ Rules (also in the `langchain_matric.testing` docs):
 
 1. Tools offered and ``tool_choice`` is not "none": a forced function is called always;
    with "required", or when the last message is from the user, the tools whose names
-   appear in the last user message are called (in offered order; only the first when
-   ``parallel_tool_calls`` is false), else the first offered tool. Arguments come from
-   the tool's JSON schema (`value_for_schema`).
+   appear (as whole words, ``_`` or space) in the last user message are called (in
+   offered order; only the first when ``parallel_tool_calls`` is false), else the first
+   offered tool. Arguments fill the tool's JSON schema with values read off the last
+   user message (`langchain_matric.testing._values`): ``key=value`` / ``key: value`` for
+   that property, then numbers in order for integer/number properties, quoted strings
+   then proper names (``Oslo``) in order for string properties, the enum member the text
+   mentions; when the message calls the tool as ``name(...)``, only what is between the
+   parentheses is read. What the text does not give comes from the schema (bounds,
+   ``format`` examples; strings echo the last user message).
 2. Otherwise a JSON schema (``response_format.json_schema`` / Ollama ``format`` object)
-   gives a JSON text valid against it; ``json_object`` / ``format: "json"`` gives
-   ``{"echo": <last user text>}``.
+   gives a JSON text valid against it, filled the same way; ``json_object`` /
+   ``format: "json"`` gives an object whose keys are the quoted names (``'setup'``) of
+   the system messages and the last user message, each valued with the last user
+   text, or ``{"echo": <last user text>}`` when there are none.
 3. Otherwise text: ``"Result: <tool message contents>"`` after tool results, else
    ``"Echo: <last user text>"``; one word per streamed delta, cut at the first ``stop``
    string (finish "stop") and to ``max_tokens`` / ``num_predict`` words (finish "length").
 4. Reasoning ``"Reasoning about: <last user text>"`` when the request asks (Ollama
    ``think``, OpenAI ``reasoning_effort``) or the server option `reasoning` is on.
 
-Tokens are whitespace-separated words. Embeddings are SHAKE-256 of the UTF-8 text,
-mapped to [-1, 1], L2-normalised and rounded to float32.
+Tokens are whitespace-separated words. Embeddings are feature-hashed words (texts
+sharing words are near), L2-normalised float32 (`embedding`).
 """
 
 from __future__ import annotations
@@ -32,6 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_matric.testing._types import Reply, ToolCallSpec
+from langchain_matric.testing._values import (
+    PromptValues,
+    call_arguments,
+    quoted_names_in,
+    value_for_schema,
+)
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -222,11 +236,33 @@ def _chosen_tools(prompt: Prompt) -> list[str]:
     named = [
         name
         for name, _ in prompt.tools
-        if name.lower() in text or name.lower().replace("_", " ") in text
+        if _mentions(text, name.lower()) or _mentions(text, name.lower().replace("_", " "))
     ]
     if not named:
         named = [prompt.tools[0][0]]
     return named if prompt.parallel_tool_calls else named[:1]
+
+
+def _mentions(text: str, word: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None
+
+
+def tool_arguments(name: str, schema: dict[str, Any], user: str) -> dict[str, Any]:
+    """Arguments for calling tool `name`: from ``name(...)`` in `user` if there, else `user`."""
+    source = call_arguments(user, name)
+    values = PromptValues.from_text(user if source is None else source, echo=user)
+    args = value_for_schema(schema, user, values=values)
+    return args if isinstance(args, dict) else {}
+
+
+def json_object(prompt: Prompt, user: str) -> dict[str, Any]:
+    """A JSON-mode answer: the quoted names of the system and last user messages as keys.
+
+    Each key gets the last user text; without quoted names the answer is ``{"echo": user}``.
+    """
+    texts = [text for role, text in prompt.messages if role in ("system", "developer")]
+    names = quoted_names_in("\n".join([*texts, prompt.user_text]))
+    return dict.fromkeys(names, user) if names else {"echo": user}
 
 
 def answer(prompt: Prompt, *, reasoning: bool = False) -> Answer:
@@ -239,9 +275,7 @@ def answer(prompt: Prompt, *, reasoning: bool = False) -> Answer:
     schemas = dict(prompt.tools)
     if names:
         for i, name in enumerate(names):
-            args = value_for_schema(schemas.get(name, {"type": "object"}), user)
-            if not isinstance(args, dict):
-                args = {}
+            args = tool_arguments(name, schemas.get(name, {"type": "object"}), user)
             text = json.dumps(args, ensure_ascii=False)
             result.tool_calls.append(Call(f"call_{i}", name, text, args))
         result.finish_reason = "tool_calls"
@@ -249,7 +283,7 @@ def answer(prompt: Prompt, *, reasoning: bool = False) -> Answer:
         text = json.dumps(value_for_schema(prompt.schema, user), ensure_ascii=False)
         result.text = split_words(text)
     elif prompt.json_object:
-        result.text = split_words(json.dumps({"echo": user}, ensure_ascii=False))
+        result.text = split_words(json.dumps(json_object(prompt, user), ensure_ascii=False))
     else:
         _text_answer(prompt, result, user)
     result.completion_tokens = _completion_words(result)
@@ -308,99 +342,6 @@ def _call(index: int, spec: ToolCallSpec) -> Call:
     return Call(
         spec.id or f"call_{index}", spec.name, spec.arguments_json(), spec.arguments_object()
     )
-
-
-_FORMATS = {
-    "date-time": "2024-01-01T00:00:00Z",
-    "date": "2024-01-01",
-    "time": "00:00:00",
-    "email": "user@example.com",
-    "uri": "https://example.com",
-    "url": "https://example.com",
-    "uuid": "00000000-0000-4000-8000-000000000000",
-    "ipv4": "127.0.0.1",
-}
-
-
-def value_for_schema(schema: Any, text: str, root: Any = None, depth: int = 0) -> Any:
-    """A deterministic JSON value valid against a (simple) JSON schema.
-
-    Handles local ``$ref``, ``allOf``/``anyOf``/``oneOf`` (first non-null option),
-    ``const``, ``enum`` (first), type lists, objects (every property), arrays
-    (``minItems`` items, at least one) and number/string bounds. Strings echo `text`.
-    """
-    root = schema if root is None else root
-    if not isinstance(schema, dict) or depth > 32:
-        return text or "text"
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part, {}) if isinstance(target, dict) else {}
-        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-        return value_for_schema(merged, text, root, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    if isinstance(schema.get("allOf"), list):
-        merged = {}
-        for part in schema["allOf"]:
-            if isinstance(part, dict):
-                merged.update(part)
-        rest = {k: v for k, v in schema.items() if k != "allOf"}
-        return value_for_schema({**merged, **rest}, text, root, depth + 1)
-    for key in ("anyOf", "oneOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            usable = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-            return value_for_schema((usable or options)[0], text, root, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
-    return _typed_value(kind, schema, text, root, depth)
-
-
-def _typed_value(kind: Any, schema: dict[str, Any], text: str, root: Any, depth: int) -> Any:
-    if kind == "object":
-        props = schema.get("properties")
-        if not isinstance(props, dict):
-            return {}
-        return {k: value_for_schema(v, text, root, depth + 1) for k, v in props.items()}
-    if kind == "array":
-        count = max(1, _int(schema.get("minItems")) or 0)
-        most = _int(schema.get("maxItems"))
-        count = min(count, most) if most is not None else count
-        return [value_for_schema(schema.get("items", {}), text, root, depth + 1)] * count
-    if kind in ("integer", "number"):
-        return _number(schema, integer=kind == "integer")
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    value = _FORMATS.get(str(schema.get("format")), text or "text")
-    least = _int(schema.get("minLength")) or 0
-    most = _int(schema.get("maxLength"))
-    value = value.ljust(least, "x")
-    return value[:most] if most is not None else value
-
-
-def _number(schema: dict[str, Any], *, integer: bool) -> int | float:
-    low = schema.get("minimum")
-    xlow = schema.get("exclusiveMinimum")
-    value: float = 1
-    if isinstance(low, int | float) and not isinstance(low, bool):
-        value = low
-    elif isinstance(xlow, int | float) and not isinstance(xlow, bool):
-        value = xlow + 1
-    high = schema.get("maximum")
-    if isinstance(high, int | float) and not isinstance(high, bool) and value > high:
-        value = high
-    if integer:
-        return int(value)
-    return float(value)
 
 
 def embedding(text: str, dim: int) -> array[float]:

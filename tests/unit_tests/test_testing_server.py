@@ -26,6 +26,12 @@ from langchain_matric.testing import (
     local_server_fixture,
 )
 from langchain_matric.testing._model import value_for_schema
+from langchain_matric.testing._values import (
+    PromptValues,
+    numbers_in,
+    proper_names_in,
+    quoted_in,
+)
 
 USER = [{"role": "user", "content": "hello there world"}]
 WEATHER = {
@@ -592,6 +598,113 @@ def test_value_for_schema_edge_cases() -> None:
     assert value_for_schema({}, "") == "text"
     loop = {"$ref": "#"}
     assert value_for_schema(loop, "t") == "t"  # depth-limited
+
+
+def _tool(tool_name: str, **props: Any) -> dict[str, Any]:
+    schema = {"type": "object", "properties": props, "required": list(props)}
+    return {"type": "function", "function": {"name": tool_name, "parameters": schema}}
+
+
+def _args(server: LocalServer, text: str, *tools: dict[str, Any], **body: Any) -> list[Any]:
+    messages = [{"role": "user", "content": text}]
+    out = chat(server, messages=messages, tools=list(tools), **body).json()
+    calls = out["choices"][0]["message"].get("tool_calls") or []
+    return [json.loads(c["function"]["arguments"]) for c in calls]
+
+
+MAGIC = _tool("magic_function", input={"type": "integer", "exclusiveMinimum": -1000})
+ADD = _tool("add", a={"type": "integer"}, b={"type": "number"})
+
+
+def test_request_driven_arguments_come_from_the_prompt(server: LocalServer) -> None:
+    # Call syntax: only what is between the parentheses counts.
+    assert _args(server, "Is it 7? What is magic_function(3)?", MAGIC) == [{"input": 3}]
+    # Numbers in order; a non-integral number is skipped by an integer property.
+    assert _args(server, "What is 2.5 + 4 and 6?", ADD) == [{"a": 4, "b": 2.5}]
+    # Named values win, in any order; the rest fill positionally.
+    assert _args(server, "Call add(b=1.5, a=2)", ADD) == [{"a": 2, "b": 1.5}]
+    # No number in the text: the schema's bound (or 1).
+    assert _args(server, "magic please", MAGIC) == [{"input": -999}]
+    # Out-of-bounds numbers are skipped.
+    bounded = _tool("pick", n={"type": "integer", "minimum": 10, "maximum": 20})
+    assert _args(server, "between 5 and 12", bounded) == [{"n": 12}]
+
+
+def test_request_driven_string_enum_and_boolean_arguments(server: LocalServer) -> None:
+    person = _tool(
+        "create_customer",
+        name={"type": "string"},
+        note={"type": "string", "maxLength": 3},
+        unit={"enum": ["celsius", "fahrenheit"]},
+        vip={"type": "boolean"},
+    )
+    text = "Create a customer named '你好啊集团' in fahrenheit, note \"ok\", vip: false. It's fine."
+    assert _args(server, text, person) == [
+        {"name": "你好啊集团", "note": "ok", "unit": "fahrenheit", "vip": False}
+    ]
+    # Proper names (capitalised, not starting a sentence) after the quoted strings.
+    city = _tool("get_weather", city={"type": "string"}, country={"type": "string"})
+    text = "What is the weather in New York? Use get_weather, 'US' please."
+    assert _args(server, text, city) == [{"city": "US", "country": "New York"}]
+    # No quoted string or name left: strings echo the message (cut to maxLength).
+    assert _args(server, "plain words", person) == [
+        {"name": "plain words", "note": "pla", "unit": "celsius", "vip": True}
+    ]
+
+
+def test_request_driven_tool_names_match_whole_words(server: LocalServer) -> None:
+    no_args = _tool("magic_function_no_args")
+    text = "What is magic_function_no_args()?"
+    out = chat(server, messages=[{"role": "user", "content": text}], tools=[MAGIC, no_args])
+    assert _call_names(out.json()) == ["magic_function_no_args"]
+
+
+def test_request_driven_json_mode_keys_from_quoted_names(server: LocalServer) -> None:
+    text = "Tell me a joke. Return JSON with 'setup' and 'punchline' keys, not 'the end'."
+    messages = [{"role": "user", "content": text}]
+    obj = chat(server, messages=messages, response_format={"type": "json_object"}).json()
+    value = json.loads(obj["choices"][0]["message"]["content"])
+    assert value == {"setup": text, "punchline": text}
+    system = [{"role": "system", "content": "Answer with key 'answer'."}, *USER]
+    obj = chat(server, messages=system, response_format={"type": "json_object"}).json()
+    assert json.loads(obj["choices"][0]["message"]["content"]) == {"answer": "hello there world"}
+    ollama = httpx.post(
+        f"{server.url}/api/chat",
+        json={"model": "m", "messages": messages, "format": "json", "stream": False},
+    )
+    assert set(json.loads(ollama.json()["message"]["content"])) == {"setup", "punchline"}
+
+
+def test_request_driven_json_schema_reads_the_prompt(server: LocalServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "W", "schema": schema}}
+    messages = [{"role": "user", "content": "Weather in 'Oslo' for 3 days"}]
+    out = chat(server, messages=messages, response_format=fmt).json()
+    assert json.loads(out["choices"][0]["message"]["content"]) == {"city": "Oslo", "days": 3}
+
+
+def test_prompt_values_helpers() -> None:
+    assert numbers_in("v1.2 3rd 4, -5 and 6.5.") == [4, -5, 6.5]
+    assert proper_names_in("Hi. See Ann Lee in Oslo, 'Not Me'. I go") == ["Ann Lee", "Oslo"]
+    assert quoted_in("It's 'a' and \"b c\" and “d” and ‘e’") == ["a", "b c", "d", "e"]  # noqa: RUF001
+    values = PromptValues.from_text("x=1 y: 'two' z=true 4", echo="q")
+    assert value_for_schema(
+        {
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer"},
+                "x": {"type": "integer"},
+                "y": {"type": "string"},
+                "z": {"type": "boolean"},
+                "s": {"type": "string"},
+            },
+        },
+        "q",
+        values=values,
+    ) == {"n": 4, "x": 1, "y": "two", "z": True, "s": "q"}
 
 
 def test_max_tokens_and_stop(server: LocalServer) -> None:
