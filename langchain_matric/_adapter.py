@@ -40,6 +40,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -192,6 +193,17 @@ class MatricBase(BaseModel):
                 yield name, strip_credentials(value)
             else:
                 yield name, value
+
+    @field_serializer("backend", when_used="json")
+    def _dump_backend(self, value: object) -> str | None:
+        # A backend instance is not JSON: show its (secret-free) repr.
+        return value if value is None or isinstance(value, str) else repr(value)
+
+    @field_serializer("base_url")
+    def _dump_base_url(self, value: str | None) -> str | None:
+        # Credentials in a URL (`user:pw@`, `?api-key=`) are secrets, like `api_key`:
+        # `model_dump()` and JSON output show the URL without them.
+        return strip_credentials(value) if isinstance(value, str) else value
 
     @field_validator("backend", mode="before")
     @classmethod

@@ -93,6 +93,7 @@ class SSEDecoder:
         self._event = ""
         self._data: list[str] = []
         self._retry: int | None = None
+        self._sized: tuple[list[str], int, int] | None = None  # (data, lines, chars) counted
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode one read; return the events completed by it (raises `SSEError`)."""
@@ -124,6 +125,7 @@ class SSEDecoder:
             del buf[: 6 if buf.startswith(b"data: ") else 5]
             self._data.append(buf.decode("utf-8", "replace"))
             buf.clear()
+            self._check_event_size()
             self._skip_lf = data[stop] == 13
             return self.feed(data[stop + 1 :])
         block: bytes | bytearray
@@ -146,21 +148,46 @@ class SSEDecoder:
         text = block.decode("utf-8", "replace")
         lines = text.split("\n") if cr < 0 else _EOL.split(text)
         lines.pop()  # the empty string after the last line end
-        return self._lines(lines)
+        events = self._lines(lines)
+        if self._data:  # an event still open across reads: bound its data too
+            self._check_event_size()
+        return events
+
+    def _check_event_size(self) -> None:
+        """Raise once an open event's data exceeds `max_line_size` (each line counted once)."""
+        data, sized = self._data, self._sized
+        lines, chars = (sized[1], sized[2]) if sized is not None and sized[0] is data else (0, -1)
+        chars += sum(len(piece) + 1 for piece in data[lines:])  # joined with "\n"
+        self._sized = (data, len(data), chars)
+        if chars > self._max:
+            raise self._too_big(chars, data[0])
+
+    def _too_big(self, chars: int, first: str) -> SSEError:
+        self._reset()
+        return SSEError(
+            f"SSE event with {chars:,} characters of data (in many `data:` lines) exceeds "
+            f"max_line_size ({self._max:,}); if the server really sends such events, raise "
+            "it: SSEDecoder(max_line_size=...).",
+            line=first[:200],
+        )
 
     def _lines(self, lines: list[str]) -> list[ServerSentEvent]:
         out: list[ServerSentEvent] = []
         event, data, retry, last_id = self._event, self._data, self._retry, self._last_id
-        hook = self._on_ignored
+        hook, max_size = self._on_ignored, self._max
         new, cls = object.__new__, ServerSentEvent
         set_event, set_data, set_id, set_retry = _SET_SLOTS
         try:
             for line in lines:
                 if not line:  # blank line: dispatch the block
                     if data:
+                        value = data[0] if len(data) == 1 else "\n".join(data)
+                        if len(value) > max_size:  # many lines: bounded like one line
+                            first, data = data[0], []
+                            raise self._too_big(len(value), first)
                         ev = new(cls)
                         set_event(ev, event or "message")
-                        set_data(ev, data[0] if len(data) == 1 else "\n".join(data))
+                        set_data(ev, value)
                         set_id(ev, last_id or None)
                         set_retry(ev, retry)
                         out.append(ev)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,12 @@ from langchain_matric._http._common import (
     Response,
     TimeoutName,
     build_call,
+    config_secrets,
     connection_error,
     prepare,
     retry_delay,
     safe_cause,
+    scrub_error,
     stream_error,
     timeout_error,
 )
@@ -88,6 +91,15 @@ async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[Non
         await session.close()
 
 
+_LOOP_WATCHERS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, set[AsyncGenerator[None, None]]
+] = weakref.WeakKeyDictionary()
+"""Strong references from each loop to its sessions' watchers. Without them, a transport
+garbage-collected (e.g. in a reference cycle) while its loop runs would take the watcher
+with it: the session's `__del__` ("Unclosed client session") runs before the finaliser's
+scheduled close. With them, the session lives until its loop shuts down, as documented."""
+
+
 @dataclass(slots=True)
 class _LoopClient:
     session: aiohttp.ClientSession
@@ -136,6 +148,7 @@ class AsyncTransport:
     def _setup(self, config: HTTPConfig) -> None:
         self.config = config
         self._base = prepare(config)
+        self._secrets = config_secrets(config, self._base[1])
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._proxy: str | None = None
         self._pid = os.getpid()
@@ -165,6 +178,7 @@ class AsyncTransport:
             entry = self._clients.pop(key, None)  # may use this transport with their loops
             if entry is not None:
                 await entry.watcher.aclose()  # closes its session
+                _LOOP_WATCHERS.get(key, set()).discard(entry.watcher)
 
     async def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -178,9 +192,11 @@ class AsyncTransport:
         session = new_session(settings)
         watcher = _close_with_loop(session)
         await anext(watcher)  # now tracked by this loop, which will finalise it
+        _LOOP_WATCHERS.setdefault(loop, set()).add(watcher)
         self._clients[loop] = _LoopClient(session, watcher)
         if entry is not None:
             await entry.watcher.aclose()
+            _LOOP_WATCHERS[loop].discard(entry.watcher)
         # Loops closed without shutdown_asyncgens() (not asyncio.run): best effort.
         await self._drop(lambda key: key.is_closed())
         return session
@@ -311,7 +327,7 @@ class AsyncTransport:
                     break
                 body += chunk
         response.close()
-        return error_from_response(
+        error = error_from_response(
             response.status,
             bytes(body),
             response.headers,
@@ -319,6 +335,7 @@ class AsyncTransport:
             url=call.redacted,
             model=call.model,
         )
+        return scrub_error(error, self._secrets)
 
     @contextlib.contextmanager
     def _errors(self, call: Call, phase: _Phase) -> Iterator[None]:

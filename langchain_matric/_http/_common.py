@@ -20,6 +20,8 @@ from langchain_matric._http._config import (
     REDACTED,
     HTTPConfig,
     check_headers,
+    is_secret_header,
+    is_secret_param,
     logger,
     redact_url,
     url_secrets,
@@ -29,7 +31,6 @@ from langchain_matric.errors import (
     BackendHTTPError,
     BackendTimeoutError,
     MatricError,
-    RateLimitError,
     StreamError,
 )
 
@@ -322,6 +323,31 @@ def scrub(text: str, call: Call) -> str:
     return text
 
 
+def config_secrets(config: HTTPConfig, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What an error message must never quote, longest first.
+
+    The values of auth-like `headers` (and their tokens, e.g. after `Bearer`) and of
+    secret query parameters.
+    """
+    found: set[str] = set()
+    for name, value in headers.items():
+        if is_secret_header(name) and value:
+            found.add(value)
+            found.update(part for part in value.split() if len(part) >= 8)
+    found.update(v for k, v in config.params.items() if v and is_secret_param(k))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def scrub_error(error: BackendHTTPError, secrets: tuple[str, ...]) -> BackendHTTPError:
+    """Replace `secrets` in an error's message and quoted body: servers may echo the key."""
+    for secret in secrets:
+        if secret in error.message or secret in error.body:
+            error.message = error.message.replace(secret, REDACTED)
+            error.args = (error.message,)
+            error.body = error.body.replace(secret, REDACTED)
+    return error
+
+
 def safe_cause(exc: BaseException, call: Call) -> BaseException | None:
     """`exc` to chain as the cause, or None when its text would reveal a URL secret."""
     text = f"{exc} {exc.args!r}"
@@ -388,7 +414,7 @@ def retry_delay(
     policy = config.retry
     if not error.is_retryable or attempt >= policy.max_retries:
         return None
-    retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+    retry_after = error.retry_after if isinstance(error, BackendHTTPError) else None
     delay = policy.delay(attempt + 1, retry_after, config.random())
     left = deadline.remaining()
     if left is not None and delay >= left:

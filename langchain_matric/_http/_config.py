@@ -35,7 +35,8 @@ _SECRET_HEADER_PARTS = ("auth", "key", "token", "secret", "password", "cookie", 
 REDACTED = "***"
 
 
-def _is_secret_param(name: str) -> bool:
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter's value must never be shown (`api-key`, `token`, ...)."""
     norm = unquote_plus(name).strip().lower().replace("-", "_")
     return norm in _SECRET_NAMES or norm.endswith(_SECRET_SUFFIXES)
 
@@ -50,7 +51,7 @@ def _redact_query(query: str) -> str:
     pairs = []
     for pair in query.split("&"):
         name, eq, _ = pair.partition("=")
-        pairs.append(f"{name}={REDACTED}" if eq and _is_secret_param(name) else pair)
+        pairs.append(f"{name}={REDACTED}" if eq and is_secret_param(name) else pair)
     return "&".join(pairs)
 
 
@@ -70,6 +71,27 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
+class RedactURLs(logging.Filter):
+    """Redacts secret query values and credentials in the URLs a library logs.
+
+    httpx logs every request's URL at INFO ("HTTP Request: POST http://...?api-key=...");
+    installed on its logger, this replaces such URL arguments with `redact_url(url)`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_leaky(a) for a in args):
+            record.args = tuple(redact_url(str(a)) if _leaky(a) else a for a in args)
+        return True
+
+
+def _leaky(arg: object) -> bool:
+    if arg is None or isinstance(arg, int | float | bytes):
+        return False
+    text = str(arg)
+    return "://" in text and bool(url_secrets(text))
+
+
 def url_secrets(url: str) -> tuple[str, ...]:
     """The secret substrings of `url` (userinfo, secret query values), to scrub from text."""
     try:
@@ -79,7 +101,7 @@ def url_secrets(url: str) -> tuple[str, ...]:
     found = [parts.netloc.rpartition("@")[0]] if "@" in parts.netloc else []
     for pair in f"{parts.query}&{parts.fragment}".split("&"):
         name, eq, value = pair.partition("=")
-        if eq and value and _is_secret_param(name):
+        if eq and value and is_secret_param(name):
             found.append(value)
     return tuple(s for s in found if s)
 
@@ -270,7 +292,7 @@ class HTTPConfig:
             )
 
     def __repr__(self) -> str:
-        params = {k: REDACTED if _is_secret_param(k) else v for k, v in self.params.items()}
+        params = {k: REDACTED if is_secret_param(k) else v for k, v in self.params.items()}
         proxy = None if self.proxy is None else redact_url(self.proxy)
         return (
             f"HTTPConfig(base_url={redact_url(self.base_url)!r}, "

@@ -10,6 +10,7 @@ those and is checked between body chunks.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Generator, Iterator, Mapping
@@ -25,15 +26,26 @@ from langchain_matric._http._common import (
     StreamResponse,
     TimeoutName,
     build_call,
+    config_secrets,
     connection_error,
     prepare,
     retry_delay,
     safe_cause,
+    scrub_error,
     stream_error,
     timeout_error,
 )
-from langchain_matric._http._config import ClientSettings, HTTPConfig, client_settings
+from langchain_matric._http._config import (
+    ClientSettings,
+    HTTPConfig,
+    RedactURLs,
+    client_settings,
+)
 from langchain_matric.errors import BackendHTTPError, MatricError, error_from_response
+
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, RedactURLs) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(RedactURLs())  # httpx logs each URL, `?api-key=...` included
 
 
 def new_client(settings: ClientSettings, transport: httpx.BaseTransport | None) -> httpx.Client:
@@ -89,6 +101,7 @@ class SyncTransport:
         self.config = config
         self._injected = transport
         self._base = prepare(config)
+        self._secrets = config_secrets(config, self._base[1])
         self._client: httpx.Client | None = None
         self._proxy: str | None = None
         self._pid = os.getpid()
@@ -253,7 +266,7 @@ class SyncTransport:
                 if len(body) >= ERROR_BODY_LIMIT:
                     break
         response.close()
-        return error_from_response(
+        error = error_from_response(
             response.status_code,
             bytes(body[:ERROR_BODY_LIMIT]),
             response.headers,
@@ -261,6 +274,7 @@ class SyncTransport:
             url=call.redacted,
             model=call.model,
         )
+        return scrub_error(error, self._secrets)
 
     @contextlib.contextmanager
     def _errors(self, call: Call, phase: _Phase) -> Iterator[None]:

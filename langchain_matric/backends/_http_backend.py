@@ -7,6 +7,7 @@ once for each side and stays a few lines long.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from langchain_matric._http import (
     redact_url,
 )
 from langchain_matric.backends._protocols import BaseBackend
-from langchain_matric.backends._types import GenerationDelta
+from langchain_matric.backends._types import GenerationDelta, take_undelivered
 from langchain_matric.errors import (
     BackendHTTPError,
     ConfigurationError,
@@ -42,6 +43,9 @@ __all__ = [
 DEFAULT_MAX_LINE_SIZE = 32 * 1024 * 1024
 """Largest SSE or NDJSON line accepted (32 MiB): a guard against unbounded memory."""
 
+
+_KEEPALIVE = 20
+"""Idle connections kept for reuse by default (at most `max_connections`)."""
 
 _HTTP_OPTIONS = frozenset({"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"})
 """Further `HTTPConfig` fields a backend passes through (mostly for tests)."""
@@ -129,6 +133,43 @@ class WrongContentTypeParser:
         raise wrong_content_type(self._content_type, bytes(self._head), self._url, self._expected)
 
 
+def _locate(error: MatricError, url: str) -> None:
+    """Make sure a mid-stream error names the stream (decoder errors know no URL)."""
+    if url not in error.message:
+        error.message = f"{error.message} (stream from {url})"
+        error.args = (error.message,)
+
+
+_DRAIN_LIMIT = 16 * 1024
+"""Most bytes read after a stream's terminator (normally just the chunked end, 5 bytes)."""
+
+
+def _drain(chunks: Iterator[bytes]) -> None:
+    """Read the rest of a body after its terminator, so the connection can be reused.
+
+    Servers end the body right after `[DONE]` / `"done": true`; reading that end instead
+    of closing mid-body hands the keep-alive connection back to the pool (a new TCP
+    connection per request otherwise). Nothing read is parsed; bounded; a failure only
+    costs the connection.
+    """
+    size = 0
+    with contextlib.suppress(MatricError):
+        for data in chunks:
+            size += len(data)
+            if size > _DRAIN_LIMIT:
+                return
+
+
+async def _adrain(chunks: AsyncIterator[bytes]) -> None:
+    """Async `_drain`."""
+    size = 0
+    with contextlib.suppress(MatricError):
+        async for data in chunks:
+            size += len(data)
+            if size > _DRAIN_LIMIT:
+                return
+
+
 class HTTPBackend(BaseBackend):
     """Base of the HTTP backends: owns one sync and one async transport.
 
@@ -165,6 +206,10 @@ class HTTPBackend(BaseBackend):
             )
             raise ConfigurationError(msg)
         policy = retry or RetryPolicy(max_retries=max_retries)
+        if isinstance(max_connections, int):  # a pool smaller than the default keep-alive
+            http_options.setdefault(  # count must not be a configuration error
+                "max_keepalive_connections", min(_KEEPALIVE, max_connections)
+            )
         self._config = HTTPConfig(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -196,11 +241,14 @@ class HTTPBackend(BaseBackend):
             for data in response.iter_bytes():
                 yield from parser.feed(data)
                 if parser.done:
+                    _drain(response.iter_bytes())
                     return
             yield from parser.finish()
         except MatricError as error:
             if not error.partial:
                 error.partial = parser.partial
+            _locate(error, response.url)
+            yield from take_undelivered(error)  # decoded in the failing read: deliver first
             raise
 
     @staticmethod
@@ -212,12 +260,16 @@ class HTTPBackend(BaseBackend):
                 for delta in parser.feed(data):
                     yield delta
                 if parser.done:
+                    await _adrain(response.aiter_bytes())
                     return
             for delta in parser.finish():
                 yield delta
         except MatricError as error:
             if not error.partial:
                 error.partial = parser.partial
+            _locate(error, response.url)
+            for delta in take_undelivered(error):  # decoded in the failing read
+                yield delta
             raise
 
     # -- resources -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from langchain_matric.backends._types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    keep_undelivered,
 )
 from langchain_matric.errors import (
     BackendHTTPError,
@@ -683,10 +684,14 @@ class OllamaStreamParser:
         start = 0
         # Line by line: a bad line must not swallow the good lines before it in the same
         # read (their text belongs in `partial`), and bytes after `done` are never parsed.
-        while not self.done and start < len(data):
-            end = data.find(b"\n", start) + 1 or len(data)
-            out += self._deltas(self._decode(data[start:end], final=False))
-            start = end
+        try:
+            while not self.done and start < len(data):
+                end = data.find(b"\n", start) + 1 or len(data)
+                out += self._deltas(self._decode(data[start:end], final=False))
+                start = end
+        except MatricError as error:
+            keep_undelivered(error, out)  # the driver yields them before the error
+            raise
         return out
 
     def finish(self) -> list[GenerationDelta]:

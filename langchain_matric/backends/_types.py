@@ -171,3 +171,22 @@ class GenerationDelta:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+
+
+_UNDELIVERED = "_matric_undelivered"
+
+
+def keep_undelivered(error: BaseException, deltas: list[GenerationDelta]) -> None:
+    """Attach the deltas a parser decoded, in the same read, before it failed.
+
+    The stream driver delivers them before raising (`take_undelivered`), so what the
+    caller received always matches the error's `partial`, however reads were split.
+    """
+    if deltas:
+        error.__dict__[_UNDELIVERED] = deltas
+
+
+def take_undelivered(error: BaseException) -> list[GenerationDelta]:
+    """Remove and return the deltas `keep_undelivered` attached (usually none)."""
+    found: list[GenerationDelta] = error.__dict__.pop(_UNDELIVERED, None) or []
+    return found

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import vcr
 
+from langchain_matric._http import redact_url
+from langchain_matric._http._config import is_secret_header
 from langchain_matric.backends import GenerationRequest
 from langchain_matric.backends.ollama import OllamaBackend
 from langchain_matric.backends.openai import OpenAIBackend
@@ -37,11 +39,21 @@ def _json_body(r1: Any, r2: Any) -> None:
     assert (json.loads(b1) if b1 else None) == (json.loads(b2) if b2 else None)
 
 
+def _scrub_request(request: Any) -> Any:
+    """Redact credentials before recording: auth-like headers and secret query values."""
+    for name in list(request.headers):
+        if is_secret_header(name):
+            request.headers[name] = "***"
+    request.uri = redact_url(request.uri)
+    return request
+
+
 RECORDER = vcr.VCR(
     cassette_library_dir=str(CASSETTES),
     record_mode="all" if RECORDING else "none",
     match_on=["method", "path", "query", "json_body"],
     filter_headers=["authorization", "api-key", "x-api-key"],
+    before_record_request=_scrub_request,
     decode_compressed_response=True,
 )
 RECORDER.register_matcher("json_body", _json_body)
