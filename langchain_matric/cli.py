@@ -1,7 +1,8 @@
-"""The `matric` command: `demo`, `generate` and `embed`.
+"""The `matric` command: `demo`, `generate`, `embed` and `probe`.
 
 Example:
     $ matric demo
+    $ matric probe --base-url http://127.0.0.1:8000/v1 --json
     $ matric generate "Say hi" --backend ollama --model llama3.2 --stream
     $ matric embed "first text" "second text" --backend openai
 """
@@ -35,7 +36,30 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--stream", action="store_true")
         else:
             sub.add_argument("texts", nargs="+")
+    probe = commands.add_parser("probe", help="detect what a server is and can do")
+    probe.add_argument("--base-url", required=True)
+    probe.add_argument("--backend", choices=("openai", "ollama", "auto"), default="auto")
+    probe.add_argument("--model", default=None)
+    probe.add_argument("--embed-model", default=None)
+    probe.add_argument("--api-key", default=None)
+    probe.add_argument("--runs", type=int, default=3)
+    probe.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from langchain_matric._probe import probe  # noqa: PLC0415
+
+    report = probe(
+        args.base_url,
+        backend=args.backend,
+        model=args.model,
+        embed_model=args.embed_model,
+        api_key=args.api_key,
+        runs=max(1, args.runs),
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_table())
+    return 0 if report.api is not None else 1
 
 
 def _backend(args: argparse.Namespace, purpose: str) -> InferenceBackend:
@@ -87,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from langchain_matric._demo import run_demo  # noqa: PLC0415
 
             return run_demo()
+        if args.command == "probe":
+            return _probe(args)
         return _generate(args) if args.command == "generate" else _embed(args)
     except MatricError as error:
         print(f"matric: {error}", file=sys.stderr)
