@@ -200,6 +200,8 @@ _MODEL_MISSING = re.compile(
     r"(?:unknown|no such|invalid) model",
     re.IGNORECASE,
 )
+_VALIDATION_REPORT = re.compile(r"\b\d+ validation errors?\b", re.IGNORECASE)
+"""pydantic's "N validation errors" wording: a server that reports a rejected request as 5xx."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id")
 
 
@@ -332,6 +334,10 @@ def error_from_response(
         return BadRequestError(msg("The server rejected the request as invalid."), **kw)
     if status == 429:
         return RateLimitError(msg("Rate limited; retried with backoff."), **kw)
+    if status >= 500 and _VALIDATION_REPORT.search(said):
+        # llama-cpp-python answers a request its models reject with 500 "N validation errors".
+        fix = f"The server rejected the request as invalid (reported as {status})."
+        return BadRequestError(msg(fix), **kw)
     if status == 501:
         error: BackendHTTPError = ServerError(
             msg("The server does not implement this endpoint."), **kw

@@ -20,10 +20,12 @@ from langchain_matric.backends._types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    keep_undelivered,
 )
 from langchain_matric.errors import (
     BackendHTTPError,
     EmbeddingDimensionError,
+    MatricError,
     StreamError,
     error_from_response,
     message_of,
@@ -319,6 +321,15 @@ def answered_base64(obj: Any) -> bool | None:
 
 
 # ---------------------------------------------------------------------------------------
+# Server quirks
+# ---------------------------------------------------------------------------------------
+
+
+class EmptyStreamError(StreamError):
+    """A stream that ended cleanly with no event at all: nothing reached the caller."""
+
+
+# ---------------------------------------------------------------------------------------
 # Streams
 # ---------------------------------------------------------------------------------------
 
@@ -353,6 +364,8 @@ class OpenAIStreamParser:
         self._ids_seen: set[int] = set()
         self._names_seen: set[int] = set()
         self.done = False
+        self.empty = True
+        """True until the first event: a clean end while still empty is `EmptyStreamError`."""
 
     @property
     def partial(self) -> str:
@@ -362,10 +375,14 @@ class OpenAIStreamParser:
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume body bytes."""
         deltas: list[GenerationDelta] = []
-        for event in self._decoder.feed(data):
-            self._on_event(event, deltas)
-            if self.done:
-                break
+        try:
+            for event in self._decoder.feed(data):
+                self._on_event(event, deltas)
+                if self.done:
+                    break
+        except MatricError as error:
+            keep_undelivered(error, deltas)  # the driver yields them before the error
+            raise
         return deltas
 
     def finish(self) -> list[GenerationDelta]:
@@ -374,6 +391,12 @@ class OpenAIStreamParser:
         for event in self._decoder.flush():
             self._on_event(event, deltas)
         if not self.done:
+            if self.empty:
+                msg = (
+                    f"stream from {self._url} answered 200 with an empty body (llama-cpp-python "
+                    "does this when a request fails before its first token)"
+                )
+                raise EmptyStreamError(msg)
             if self._finish is None:
                 msg = (
                     f"stream from {self._url} ended before `data: [DONE]` and without a "
@@ -385,6 +408,7 @@ class OpenAIStreamParser:
         return deltas
 
     def _on_event(self, event: ServerSentEvent, deltas: list[GenerationDelta]) -> None:
+        self.empty = False
         data = event.data
         if event.event == "error":
             self._raise_error(data)

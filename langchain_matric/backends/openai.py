@@ -30,7 +30,12 @@ from langchain_matric.backends._types import (
     GenerationOptions,
     GenerationRequest,
 )
-from langchain_matric.errors import BackendHTTPError, BadRequestError, ConfigurationError
+from langchain_matric.errors import (
+    BackendConnectionError,
+    BackendHTTPError,
+    BadRequestError,
+    ConfigurationError,
+)
 
 __all__ = ["OpenAIBackend"]
 
@@ -257,7 +262,19 @@ class OpenAIBackend(HTTPBackend):
                 except BadRequestError as error:
                     if not self._learn(error, stream=True):
                         raise
-            yield from self._drive(self._parser_for(request, response), response)
+            try:
+                yield from self._drive(self._parser_for(request, response), response)
+            except wire.EmptyStreamError:
+                logger.info("%s: empty 200 stream; asking again without streaming", self.base_url)
+            else:
+                return
+        # Nothing reached the caller: the whole answer, or the server's real error. The
+        # server may close the connection it ended the empty stream on: one fresh try.
+        try:
+            whole = self._generate(request)
+        except BackendConnectionError:
+            whole = self._generate(request)
+        yield from wire.generation_to_deltas(whole)
 
     async def agenerate_stream(
         self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
@@ -275,8 +292,19 @@ class OpenAIBackend(HTTPBackend):
                 except BadRequestError as error:
                     if not self._learn(error, stream=True):
                         raise
-            async for delta in self._adrive(self._parser_for(request, response), response):
-                yield delta
+            try:
+                async for delta in self._adrive(self._parser_for(request, response), response):
+                    yield delta
+            except wire.EmptyStreamError:
+                logger.info("%s: empty 200 stream; asking again without streaming", self.base_url)
+            else:
+                return
+        try:
+            whole = await self._agenerate(request)
+        except BackendConnectionError:
+            whole = await self._agenerate(request)
+        for delta in wire.generation_to_deltas(whole):
+            yield delta
 
     # -- embeddings ----------------------------------------------------------------------
 

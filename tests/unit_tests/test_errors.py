@@ -67,6 +67,13 @@ def _err(
         (500, "Internal Server Error", errors.ServerError, core.ModelAPIError, True),
         (501, "", errors.ServerError, core.ModelAPIError, False),
         (503, '{"error": "overloaded"}', errors.ServerError, core.ModelAPIError, True),
+        (
+            500,
+            '{"error": {"message": "2 validation errors: role"}}',
+            errors.BadRequestError,
+            core.ModelInvalidRequestError,
+            False,
+        ),
         (408, "", errors.BackendHTTPError, core.ModelAPIError, True),
         (409, "", errors.BackendHTTPError, core.ModelAPIError, True),
     ],
