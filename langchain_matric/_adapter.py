@@ -471,13 +471,21 @@ class MatricGenerationBase(MatricBase):
     # -- tokens --------------------------------------------------------------------------
 
     def get_num_tokens(self, text: str) -> int:
-        """An estimate of the tokens in `text`, computed offline (see `estimate_tokens`).
+        """Tokens in `text`: the server's own tokenizer where it has one, else an estimate.
 
-        A `custom_get_token_ids` function, when given, counts exactly instead.
+        A `custom_get_token_ids` function, when given, counts exactly instead. A backend
+        with `count_tokens` (the OpenAI-compatible one: vLLM's and llama.cpp's `/tokenize`)
+        is asked; without one, or when the server has no tokenizer, `estimate_tokens`
+        counts offline. Nothing is ever downloaded.
         """
         custom = getattr(self, "custom_get_token_ids", None)
         if custom is not None:
             return len(custom(text))
+        counter = getattr(self._generation_backend(), "count_tokens", None)
+        if counter is not None:
+            counted = counter(text)
+            if isinstance(counted, int):
+                return counted
         return estimate_tokens(text)
 
     def get_token_ids(self, text: str) -> list[int]:

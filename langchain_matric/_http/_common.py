@@ -80,9 +80,15 @@ def prepare(config: HTTPConfig) -> tuple[str, dict[str, str]]:
 
 
 def build_url(base_url: str, path: str, params: Mapping[str, str]) -> str:
-    """`base_url` + `path` (a `/` added between if missing) + the encoded `params`."""
+    """`base_url` + `path` (a `/` added between if missing) + the encoded `params`.
+
+    An absolute `path` (`http://...`) is used as it is: for the few routes a server keeps
+    outside its API root, such as `/tokenize` beside `/v1`.
+    """
     url = base_url.rstrip("/")
-    if path:
+    if path.startswith(("http://", "https://")):
+        url = path
+    elif path:
         url += path if path.startswith("/") else f"/{path}"
     if params:
         url += ("&" if "?" in url else "?") + urlencode(params)

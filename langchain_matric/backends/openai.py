@@ -155,6 +155,7 @@ class OpenAIBackend(HTTPBackend):
         self._token_limit_auto = token_limit_param == "auto"
         self._stream_usage = stream_usage
         self._embed_base64 = True
+        self._tokenize_route: str | None = None  # None: not probed yet; "": the server has none
 
     def _path(self, deployment: str, endpoint: str) -> str:
         return f"/openai/deployments/{deployment}{endpoint}" if self._azure else endpoint
@@ -366,6 +367,59 @@ class OpenAIBackend(HTTPBackend):
             return self._vectors(response.json(), len(texts))
         return []
 
+    # -- tokenizer -----------------------------------------------------------------------
+
+    def _tokenize_calls(self, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Tokenizer routes at the server root, the remembered one first (or only)."""
+        if self._tokenize_route == "":
+            return
+        root = self._config.base_url.rstrip("/").removesuffix("/v1")
+        body = {"model": self.model_name, "prompt": text, "content": text, "input": text}
+        routes = [self._tokenize_route] if self._tokenize_route else list(_TOKENIZE_ROUTES)
+        for route in routes:
+            yield route, {"url": root + route, "body": body}
+
+    def _tokenize_result(self, route: str, obj: Any) -> int | None:
+        count = _token_count(obj)
+        if count is not None:
+            self._tokenize_route = route
+        return count
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens in `text` by the server's own tokenizer; None when it has none.
+
+        Tries `POST /tokenize` (vLLM, llama.cpp) and `POST /extras/tokenize/count`
+        (llama-cpp-python) at the server root; which one answers, or that none does, is
+        remembered, so a server without a tokenizer is asked once.
+        """
+        for route, call in self._tokenize_calls(text):
+            try:
+                response = self._sync.request("POST", call["url"], json=call["body"])
+            except BackendHTTPError as error:
+                if error.status >= 500:
+                    raise
+                continue
+            count = self._tokenize_result(route, response.json())
+            if count is not None:
+                return count
+        self._tokenize_route = ""
+        return None
+
+    async def acount_tokens(self, text: str) -> int | None:
+        """Async `count_tokens`."""
+        for route, call in self._tokenize_calls(text):
+            try:
+                response = await self._async.request("POST", call["url"], json=call["body"])
+            except BackendHTTPError as error:
+                if error.status >= 500:
+                    raise
+                continue
+            count = self._tokenize_result(route, response.json())
+            if count is not None:
+                return count
+        self._tokenize_route = ""
+        return None
+
     # -- health --------------------------------------------------------------------------
 
     def list_models(self) -> list[str]:
@@ -391,6 +445,19 @@ class OpenAIBackend(HTTPBackend):
         except Exception:  # noqa: BLE001 - a health check reports, it does not raise
             return False
         return True
+
+
+_TOKENIZE_ROUTES = ("/tokenize", "/extras/tokenize/count")
+
+
+def _token_count(obj: Any) -> int | None:
+    """`count`, or the length of `tokens`, from a tokenizer answer."""
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("count"), int):
+        return int(obj["count"])
+    tokens = obj.get("tokens")
+    return len(tokens) if isinstance(tokens, list) else None
 
 
 def _model_ids(obj: Any) -> list[str]:

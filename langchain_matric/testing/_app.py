@@ -6,7 +6,9 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 import threading
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ class App:
             "/api/tags": ("GET", self._ollama_tags),
             "/api/show": ("POST", self._ollama_show),
             "/api/version": ("GET", self._ollama_version),
+            "/tokenize": ("POST", self._tokenize),
             "/": ("GET", self._ollama_root),
         }
 
@@ -347,8 +350,19 @@ class App:
     def _ollama_version(self, request: RecordedRequest, fault: Fault | None) -> Response:
         return _json({"version": self.options.ollama_version}, fault)
 
+    def _tokenize(self, request: RecordedRequest, fault: Fault | None) -> Response:
+        if not self.options.tokenizer:
+            return Response(404, "text/plain; charset=utf-8", b"404 page not found")
+        body = request.json if isinstance(request.json, dict) else {}
+        tokens = _TOKEN.findall(str(body.get("prompt", "")))
+        ids = [zlib.crc32(t.encode()) % 50000 for t in tokens]
+        return _json({"count": len(ids), "max_model_len": 4096, "tokens": ids}, fault)
+
     def _ollama_root(self, request: RecordedRequest, fault: Fault | None) -> Response:
         return Response(200, "text/plain; charset=utf-8", b"Ollama is running", fault=fault)
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def _json(value: Any, fault: Fault | None) -> Response:

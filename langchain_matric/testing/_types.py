@@ -254,6 +254,8 @@ class ServerOptions:
     ollama_tool_call_ids: bool = True
     """Newer Ollama sends an ``id`` per tool call; False emulates older versions."""
     ollama_version: str = "0.12.6"
+    tokenizer: bool = False
+    """Serve vLLM's `POST /tokenize` (one token per word or mark); off: it answers 404."""
     chunk_size: int | None = None
     """Split every event's bytes into HTTP chunk frames of this many bytes (>= 1)."""
     line_ending: LineEnding = "\n"

@@ -361,3 +361,36 @@ async def test_azure_mode(server, sync) -> None:
     assert sent.headers["api-key"] == "az-secret"
     assert "authorization" not in sent.headers
     assert "az-secret" not in repr(backend)
+
+
+# -- the server's tokenizer ------------------------------------------------------------
+
+
+async def test_count_tokens_uses_the_server_tokenizer(sync) -> None:
+    from langchain_matric import MatricLLM
+
+    with LocalServer(tokenizer=True) as server:
+        with make(server) as backend:
+            count = (
+                backend.count_tokens("Hello, world")
+                if sync
+                else await backend.acount_tokens("Hello, world")
+            )
+            assert count == 3  # "Hello", ",", "world"
+            llm = MatricLLM(backend=backend)
+            assert llm.get_num_tokens("one two three four") == 4
+        paths = [r.path for r in server.requests]
+    assert paths == ["/tokenize", "/tokenize"]
+    assert server.requests[0].json["prompt"] == "Hello, world"
+
+
+async def test_count_tokens_without_a_tokenizer_asks_once(server, sync) -> None:
+    from langchain_matric import ChatMatric
+
+    with make(server) as backend:
+        for _ in range(2):
+            count = backend.count_tokens("x y") if sync else await backend.acount_tokens("x y")
+            assert count is None
+        chat = ChatMatric(backend=backend)
+        assert chat.get_num_tokens("Hello, world") == 3  # the offline estimate
+    assert [r.path for r in server.requests] == ["/tokenize", "/extras/tokenize/count"]

@@ -164,3 +164,12 @@ async def test_tool_result_round_trip(live_base: str) -> None:
     assert answer.text
     assert aanswer.text == answer.text
     assert answer.tool_calls == []
+
+
+async def test_count_tokens_by_the_server(live_base: str) -> None:
+    async with backend(live_base) as b:
+        sync_count = b.count_tokens("Hello world, hello tokens")
+        async_count = await b.acount_tokens("Hello world, hello tokens")
+    assert isinstance(sync_count, int)
+    assert sync_count > 0
+    assert sync_count == async_count
