@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +28,10 @@ __all__ = ["ProbeReport", "probe"]
 ApiKind = Literal["openai", "ollama"]
 BackendChoice = Literal["openai", "ollama", "auto"]
 StreamFormat = Literal["sse", "ndjson", "none"]
+Check = Literal["streaming", "tool calls", "timing", "embeddings", "unknown model"]
+ALL_CHECKS: tuple[Check, ...] = ("streaming", "tool calls", "timing", "embeddings", "unknown model")
+CAPABILITY_CHECKS: tuple[Check, ...] = ("streaming", "embeddings")
+"""What a backend with `capabilities="auto"` asks before its first request."""
 
 UNKNOWN_MODEL = "matric-probe-no-such-model"
 _PROBE_TOOL: dict[str, Any] = {
@@ -165,12 +169,17 @@ class _Prober:
         timeout: float,
         runs: int,
         clock: Callable[[], float],
+        headers: Mapping[str, str] | None = None,
+        verify: bool | str = True,
     ) -> None:
         self.root, self.openai_base = split_base_url(base_url)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        all_headers = dict(headers or {})
+        if api_key:
+            all_headers["Authorization"] = f"Bearer {api_key}"
         config = HTTPConfig(
             self.root,
-            headers=headers,
+            headers=all_headers,
+            verify=verify,
             timeouts=Timeouts(connect=min(timeout, 10.0), first_byte=timeout, idle=timeout),
             retry=RetryPolicy(max_retries=0),
         )
@@ -414,14 +423,29 @@ def probe(
     runs: int = 3,
     timeout: float = 120.0,
     clock: Callable[[], float] = time.perf_counter,
+    checks: Collection[Check] = ALL_CHECKS,
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
 ) -> ProbeReport:
     """Probe the server at `base_url` (a root or an OpenAI `/v1` URL).
+
+    `checks` limits what is tried beyond detecting the API and its models; a backend with
+    `capabilities="auto"` runs `CAPABILITY_CHECKS` and applies the report, so what probe
+    finds and what the library does never disagree.
 
     Example:
         >>> report = probe("http://127.0.0.1:8000/v1", backend="openai")  # doctest: +SKIP
         >>> print(report.to_table())  # doctest: +SKIP
     """
-    prober = _Prober(base_url, api_key=api_key, timeout=timeout, runs=runs, clock=clock)
+    prober = _Prober(
+        base_url,
+        api_key=api_key,
+        timeout=timeout,
+        runs=runs,
+        clock=clock,
+        headers=headers,
+        verify=verify,
+    )
     report = prober.report
     try:
         prober.detect(backend)
@@ -433,11 +457,14 @@ def probe(
         if chosen is None:
             report.notes.append("no model listed: pass --model")
         else:
-            for name, check in (
+            generation_checks: tuple[tuple[Check, Callable[[str], None]], ...] = (
                 ("streaming", prober.check_stream),
                 ("tool calls", prober.check_tools),
                 ("timing", prober.check_timing),
-            ):
+            )
+            for name, check in generation_checks:
+                if name not in checks:
+                    continue
                 try:
                     check(chosen)
                 except MatricError as error:
@@ -446,11 +473,13 @@ def probe(
         if not embed_candidates:
             named = [m for m in report.models if "embed" in m.lower()]
             embed_candidates = named or ([chosen] if chosen else [])
-        prober.check_embeddings(embed_candidates)
-        try:
-            prober.check_unknown_model()
-        except MatricError as error:
-            prober.note("unknown model", error)
+        if "embeddings" in checks:
+            prober.check_embeddings(embed_candidates)
+        if "unknown model" in checks:
+            try:
+                prober.check_unknown_model()
+            except MatricError as error:
+                prober.note("unknown model", error)
     finally:
         prober.http.close()
     return report

@@ -7,10 +7,12 @@ once for each side and stays a few lines long.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from langchain_matric._http import (
     AsyncStreamResponse,
@@ -31,6 +33,12 @@ from langchain_matric.errors import (
     StreamError,
     message_of,
 )
+
+if TYPE_CHECKING:
+    from langchain_matric._probe import ProbeReport
+
+Capabilities = Literal["learn", "auto"]
+""""learn": adapt to what the server rejects as it happens; "auto": probe it first."""
 
 __all__ = [
     "HTTPBackend",
@@ -195,9 +203,13 @@ class HTTPBackend(BaseBackend):
         max_connections: int = 100,
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
         streaming: bool = True,
+        capabilities: Capabilities = "learn",
         http_transport: Any = None,
         **http_options: Any,
     ) -> None:
+        if capabilities not in ("learn", "auto"):
+            msg = f"capabilities={capabilities!r}: use 'learn' (the default) or 'auto'"
+            raise ConfigurationError(msg)
         unknown = set(http_options) - _HTTP_OPTIONS
         if unknown:
             msg = (
@@ -227,11 +239,70 @@ class HTTPBackend(BaseBackend):
         self._async = AsyncTransport(self._config)
         self.max_line_size = max_line_size
         self.supports_streaming = streaming
+        self.capabilities = capabilities
+        self.capability_report: ProbeReport | None = None
+        """What the probe found, with `capabilities="auto"` (after the first request)."""
+        self._probed = capabilities != "auto"
+        self._probe_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
         """The server's base URL, without credentials."""
         return redact_url(self._config.base_url)
+
+    # -- capabilities="auto" ----------------------------------------------------------------
+
+    _probe_api: ClassVar[Literal["openai", "ollama"]]
+
+    def _ready(self) -> None:
+        """With `capabilities="auto"`: probe the server once, before the first request.
+
+        The checks are `matric probe`'s own (`CAPABILITY_CHECKS`), so the probe's report
+        and the backend's behaviour never disagree. An unreachable server is probed
+        again on the next call; the call itself then fails as usual.
+        """
+        if self._probed:
+            return
+        with self._probe_lock:
+            if not self._probed:  # another thread may have probed while we waited
+                self._probe()
+
+    def _probe(self) -> None:
+        from langchain_matric._probe import CAPABILITY_CHECKS, probe  # noqa: PLC0415
+
+        report = probe(
+            self._config.base_url,
+            backend=self._probe_api,
+            model=self.model_name,
+            embed_model=getattr(self, "embed_model", None),
+            checks=CAPABILITY_CHECKS,
+            headers=self._config.headers,
+            verify=self._config.verify,
+            timeout=self._config.timeouts.first_byte or 300.0,
+            runs=1,
+        )
+        if report.openai_compatible or report.ollama_native:  # the server answered
+            self._apply_capabilities(report)
+            self.capability_report = report
+            self._probed = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_probe_lock"]  # locks don't pickle; the transports drop their clients
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._probe_lock = threading.Lock()
+
+    async def _aready(self) -> None:
+        if not self._probed:
+            await asyncio.to_thread(self._ready)
+
+    def _apply_capabilities(self, report: ProbeReport) -> None:
+        """Configure the backend from a probe report (subclasses add their own)."""
+        if report.streaming is not None:
+            self.supports_streaming = report.streaming != "none"
 
     # -- stream driving (the hot loop) ---------------------------------------------------
 

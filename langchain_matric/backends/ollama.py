@@ -185,12 +185,16 @@ class OllamaBackend(HTTPBackend):
             return JSONBodyParser(wire.whole_to_deltas, url)
         return WrongContentTypeParser(response.content_type, url, "application/x-ndjson")
 
+    _probe_api = "ollama"
+
     def _generate(self, request: GenerationRequest) -> Generation:
+        self._ready()
         path, body = self._payload(request, stream=False)
         response = self._sync.request("POST", path, json=body, model=body["model"])
         return self._whole(response, body["model"])
 
     async def _agenerate(self, request: GenerationRequest) -> Generation:
+        await self._aready()
         path, body = self._payload(request, stream=False)
         response = await self._async.request("POST", path, json=body, model=body["model"])
         return self._whole(response, body["model"])
@@ -199,7 +203,12 @@ class OllamaBackend(HTTPBackend):
         self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
     ) -> Iterator[GenerationDelta]:
         """Stream an answer; the last delta carries finish_reason and usage."""
-        path, body = self._payload(as_request(request, options), stream=True)
+        request = as_request(request, options)
+        self._ready()
+        if not self.supports_streaming:  # probed: the server does not stream
+            yield from wire.generation_to_deltas(self._generate(request))
+            return
+        path, body = self._payload(request, stream=True)
         with self._sync.stream("POST", path, json=body, model=body["model"]) as response:
             yield from self._drive(self._parser_for(response, body["model"]), response)
 
@@ -207,7 +216,13 @@ class OllamaBackend(HTTPBackend):
         self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
     ) -> AsyncIterator[GenerationDelta]:
         """Async `generate_stream`."""
-        path, body = self._payload(as_request(request, options), stream=True)
+        request = as_request(request, options)
+        await self._aready()
+        if not self.supports_streaming:  # probed: the server does not stream
+            for delta in wire.generation_to_deltas(await self._agenerate(request)):
+                yield delta
+            return
+        path, body = self._payload(request, stream=True)
         async with self._async.stream("POST", path, json=body, model=body["model"]) as response:
             async for delta in self._adrive(self._parser_for(response, body["model"]), response):
                 yield delta
@@ -244,6 +259,7 @@ class OllamaBackend(HTTPBackend):
         body = self._embed_body(texts)
         if body is None:
             return []
+        self._ready()
         try:
             response = self._sync.request("POST", "/api/embed", json=body, model=self.embed_model)
         except BackendHTTPError as error:
@@ -258,6 +274,7 @@ class OllamaBackend(HTTPBackend):
         body = self._embed_body(texts)
         if body is None:
             return []
+        await self._aready()
         try:
             response = await self._async.request(
                 "POST", "/api/embed", json=body, model=self.embed_model

@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from langchain_matric._probe import ProbeReport
 
 from langchain_matric._http import AsyncStreamResponse, StreamResponse, Timeouts
 from langchain_matric.backends import _openai_wire as wire
@@ -226,6 +229,7 @@ class OpenAIBackend(HTTPBackend):
     # -- generation ----------------------------------------------------------------------
 
     def _generate(self, request: GenerationRequest) -> Generation:
+        self._ready()
         while True:
             path, body = self._payload(request, stream=False)
             try:
@@ -237,6 +241,7 @@ class OpenAIBackend(HTTPBackend):
             return self._parse(request, response.json(), path)
 
     async def _agenerate(self, request: GenerationRequest) -> Generation:
+        await self._aready()
         while True:
             path, body = self._payload(request, stream=False)
             try:
@@ -252,6 +257,10 @@ class OpenAIBackend(HTTPBackend):
     ) -> Iterator[GenerationDelta]:
         """Stream an answer; the last delta carries finish_reason and usage."""
         request = as_request(request, options)
+        self._ready()
+        if not self.supports_streaming:  # probed: the server does not stream
+            yield from wire.generation_to_deltas(self._generate(request))
+            return
         with contextlib.ExitStack() as stack:
             while True:
                 path, body = self._payload(request, stream=True)
@@ -282,6 +291,11 @@ class OpenAIBackend(HTTPBackend):
     ) -> AsyncIterator[GenerationDelta]:
         """Async `generate_stream`."""
         request = as_request(request, options)
+        await self._aready()
+        if not self.supports_streaming:  # probed: the server does not stream
+            for delta in wire.generation_to_deltas(await self._agenerate(request)):
+                yield delta
+            return
         async with contextlib.AsyncExitStack() as stack:
             while True:
                 path, body = self._payload(request, stream=True)
@@ -341,6 +355,8 @@ class OpenAIBackend(HTTPBackend):
 
     def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in input order; `[]` for no texts (and no request)."""
+        if texts:
+            self._ready()
         while (body := self._embed_body(texts)) is not None:
             try:
                 response = self._sync.request(
@@ -355,6 +371,8 @@ class OpenAIBackend(HTTPBackend):
 
     async def aembed_texts(self, texts: Sequence[str]) -> list[list[float]]:
         """Async `embed_texts`."""
+        if texts:
+            await self._aready()
         while (body := self._embed_body(texts)) is not None:
             try:
                 response = await self._async.request(
@@ -366,6 +384,17 @@ class OpenAIBackend(HTTPBackend):
                 raise
             return self._vectors(response.json(), len(texts))
         return []
+
+    # -- capabilities ------------------------------------------------------------------------
+
+    _probe_api = "openai"
+
+    def _apply_capabilities(self, report: ProbeReport) -> None:
+        super()._apply_capabilities(report)
+        if report.stream_usage is False:
+            self._stream_usage = False  # not sent (or rejected): stop asking
+        if report.embeddings_base64 is not None:
+            self._embed_base64 = report.embeddings_base64
 
     # -- tokenizer -----------------------------------------------------------------------
 
