@@ -73,6 +73,7 @@ def backend_for(protocol: str, server: LocalServer, **kw: Any) -> OpenAIBackend 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_1000_sequential_streams(server, protocol, resource_warnings) -> None:
+    gc.collect()
     fds, threads = open_fds(), threading.active_count()
     backend = backend_for(protocol, server)
     chat = ChatMatric(backend=backend)
@@ -106,13 +107,14 @@ def test_1000_sequential_streams(server, protocol, resource_warnings) -> None:
     # Keep-alive reuses connections: sequential streams never pile up sockets.
     assert peak <= fds + 8
     backend.close()
-    assert settle(fds) == fds
-    assert threading.active_count() == threads
+    assert settle(fds) <= fds  # an earlier test's socket may close meanwhile
+    assert threading.active_count() <= threads
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_256_concurrent_async_streams_some_cancelled(server, protocol, resource_warnings) -> None:
     server.options.delay = 0.01  # keep streams open long enough to overlap and cancel
+    gc.collect()
     fds, threads = open_fds(), threading.active_count()
     limit = 32
     backend = backend_for(protocol, server, max_connections=limit)
@@ -145,8 +147,8 @@ def test_256_concurrent_async_streams_some_cancelled(server, protocol, resource_
     # The pool limit holds: at most `limit` client sockets, plus the server's ends.
     assert peak[0] <= fds + 2 * limit + 8
     backend.close()
-    assert settle(fds) == fds
-    assert threading.active_count() == threads
+    assert settle(fds) <= fds  # an earlier test's socket may close meanwhile
+    assert threading.active_count() <= threads
 
 
 def test_backend_collected_while_its_loop_runs(server, resource_warnings) -> None:
