@@ -148,6 +148,8 @@ def _locate(error: MatricError, url: str) -> None:
         error.args = (error.message,)
 
 
+_ADRAIN_SECONDS = 1.0
+"""How long the async side waits for a body's end after its terminator."""
 _DRAIN_LIMIT = 16 * 1024
 """Most bytes read after a stream's terminator (normally just the chunked end, 5 bytes)."""
 
@@ -169,13 +171,19 @@ def _drain(chunks: Iterator[bytes]) -> None:
 
 
 async def _adrain(chunks: AsyncIterator[bytes]) -> None:
-    """Async `_drain`."""
+    """Async `_drain`, within `_ADRAIN_SECONDS`.
+
+    A server that keeps the body open after its terminator then costs the connection, not
+    the caller's time. (The sync side reads until the idle timeout at worst, as the
+    openai SDK's sync stream does.)
+    """
     size = 0
-    with contextlib.suppress(MatricError):
-        async for data in chunks:
-            size += len(data)
-            if size > _DRAIN_LIMIT:
-                return
+    with contextlib.suppress(MatricError, TimeoutError):
+        async with asyncio.timeout(_ADRAIN_SECONDS):
+            async for data in chunks:
+                size += len(data)
+                if size > _DRAIN_LIMIT:
+                    return
 
 
 class HTTPBackend(BaseBackend):

@@ -394,3 +394,17 @@ async def test_count_tokens_without_a_tokenizer_asks_once(server, sync) -> None:
         chat = ChatMatric(backend=backend)
         assert chat.get_num_tokens("Hello, world") == 3  # the offline estimate
     assert [r.path for r in server.requests] == ["/tokenize", "/extras/tokenize/count"]
+
+
+async def test_body_left_open_after_done_does_not_hold_the_caller(server, sync) -> None:
+    import time
+
+    server.fault(Fault.stall(10, after=6))  # role, 2 words, finish, usage, [DONE]; then silence
+    with make(server, timeouts=Timeouts(connect=2, first_byte=5, idle=1.5)) as backend:
+        started = time.perf_counter()
+        deltas = await stream(backend, sync, "hi")
+        elapsed = time.perf_counter() - started
+    assert joined(deltas) == "Echo: hi"
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    # async: the 1 s drain deadline; sync: the idle timeout ends the drain, not an error
+    assert elapsed < 6
