@@ -188,10 +188,11 @@ class MatricLLM(MatricGenerationBase, LLM):
     ) -> GenerationChunk | None:
         text, final = cursor.advance(delta)
         if not final:
-            if not (text or delta.reasoning):
-                return None
-            info = {"reasoning_content": delta.reasoning} if delta.reasoning else None
-            return GenerationChunk(text=text, generation_info=info)
+            if not delta.reasoning:
+                return GenerationChunk(text=text) if text else None
+            return GenerationChunk(
+                text=text, generation_info={"reasoning_content": delta.reasoning}
+            )
         return GenerationChunk(
             text=text, generation_info=self._final_info(cursor, default_model, delta.reasoning)
         )
