@@ -129,7 +129,39 @@ class InferenceBackend(GenerationBackend, EmbeddingBackend, Protocol):
         ...
 
 
-class BaseBackend:
+class ClosingContext:
+    """`with` / `async with` for an object with `close()` and `aclose()`: closes on exit."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+    async def aclose(self) -> None:
+        """Release resources (async side)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class BaseBackend(ClosingContext):
     """Defaults for a backend: a custom one overrides only what it has.
 
     Override `_generate` for generation and `embed_texts` (plus `dimension`) for
@@ -226,28 +258,6 @@ class BaseBackend:
     async def aclose(self) -> None:
         """Release resources (async side)."""
         self.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model_name!r})"

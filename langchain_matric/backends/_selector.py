@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib
 import threading
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from langchain_matric.backends._protocols import (
+    ClosingContext,
     EmbeddingBackend,
     GenerationBackend,
     InferenceBackend,
@@ -69,7 +69,7 @@ def create_backend(
     return cast("InferenceBackend", _load_class(kind)(**kwargs))
 
 
-class BackendSelector:
+class BackendSelector(ClosingContext):
     """Hands out the configured embedding and generation backends, built once each.
 
     One instance per backend kind: when `default_embedding` and `default_generation`
@@ -141,28 +141,6 @@ class BackendSelector:
                 errors.append(exc)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
