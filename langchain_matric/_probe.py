@@ -217,9 +217,12 @@ class _Prober:
                 if backend == "ollama":
                     self.note("GET /api/tags", error)
         if backend == "auto":
-            report.api = (
-                "ollama" if report.ollama_native else "openai" if report.openai_compatible else None
-            )
+            # A URL that names the OpenAI API (`.../v1`) says which one the user means.
+            asked_v1 = self.openai_base.rstrip("/") == report.base_url.rstrip("/")
+            if report.openai_compatible and (asked_v1 or not report.ollama_native):
+                report.api = "openai"
+            else:
+                report.api = "ollama" if report.ollama_native else None
         else:
             report.api = backend
 

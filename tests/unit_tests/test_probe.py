@@ -55,6 +55,13 @@ def test_ollama_probe_auto(server: LocalServer) -> None:
     assert report.model in report.models
 
 
+def test_auto_with_a_v1_url_means_the_openai_api(server: LocalServer) -> None:
+    report = probe(server.openai_base_url, runs=1)
+    assert (report.openai_compatible, report.ollama_native) == (True, True)
+    assert report.api == "openai"
+    assert report.streaming == "sse"
+
+
 def test_strict_models_and_base64_ignored() -> None:
     with LocalServer(embedding_dim=4, strict_models=True, base64_embeddings="ignore") as server:
         report = probe(server.openai_base_url, backend="openai", model="test-model", runs=1)
