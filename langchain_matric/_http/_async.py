@@ -33,12 +33,12 @@ from langchain_matric._http._common import (
     prepare,
     retry_delay,
     safe_cause,
-    scrub_error,
+    status_error,
     stream_error,
     timeout_error,
 )
 from langchain_matric._http._config import ClientSettings, HTTPConfig, Timeouts, client_settings
-from langchain_matric.errors import BackendHTTPError, MatricError, error_from_response
+from langchain_matric.errors import BackendHTTPError, MatricError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -327,15 +327,7 @@ class AsyncTransport:
                     break
                 body += chunk
         response.close()
-        error = error_from_response(
-            response.status,
-            bytes(body),
-            response.headers,
-            method=call.method,
-            url=call.redacted,
-            model=call.model,
-        )
-        return scrub_error(error, self._secrets)
+        return status_error(call, response.status, body, response.headers, self._secrets)
 
     @contextlib.contextmanager
     def _errors(self, call: Call, phase: _Phase) -> Iterator[None]:

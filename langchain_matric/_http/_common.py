@@ -32,6 +32,7 @@ from langchain_matric.errors import (
     BackendTimeoutError,
     MatricError,
     StreamError,
+    error_from_response,
 )
 
 ERROR_BODY_LIMIT = 64 * 1024
@@ -342,6 +343,21 @@ def config_secrets(config: HTTPConfig, headers: Mapping[str, str]) -> tuple[str,
             found.update(part for part in value.split() if len(part) >= 8)
     found.update(v for k, v in config.params.items() if v and is_secret_param(k))
     return tuple(sorted(found, key=len, reverse=True))
+
+
+def status_error(
+    call: Call, status: int, body: bytes | bytearray, headers: Any, secrets: tuple[str, ...]
+) -> BackendHTTPError:
+    """The typed error for an error answer (both stacks): classified, then scrubbed."""
+    error = error_from_response(
+        status,
+        bytes(body[:ERROR_BODY_LIMIT]),
+        headers,
+        method=call.method,
+        url=call.redacted,
+        model=call.model,
+    )
+    return scrub_error(error, secrets)
 
 
 def scrub_error(error: BackendHTTPError, secrets: tuple[str, ...]) -> BackendHTTPError:

@@ -31,7 +31,7 @@ from langchain_matric._http._common import (
     prepare,
     retry_delay,
     safe_cause,
-    scrub_error,
+    status_error,
     stream_error,
     timeout_error,
 )
@@ -41,7 +41,7 @@ from langchain_matric._http._config import (
     RedactURLs,
     client_settings,
 )
-from langchain_matric.errors import BackendHTTPError, MatricError, error_from_response
+from langchain_matric.errors import BackendHTTPError, MatricError
 
 _httpx_logger = logging.getLogger("httpx")
 if not any(isinstance(f, RedactURLs) for f in _httpx_logger.filters):
@@ -266,15 +266,7 @@ class SyncTransport:
                 if len(body) >= ERROR_BODY_LIMIT:
                     break
         response.close()
-        error = error_from_response(
-            response.status_code,
-            bytes(body[:ERROR_BODY_LIMIT]),
-            response.headers,
-            method=call.method,
-            url=call.redacted,
-            model=call.model,
-        )
-        return scrub_error(error, self._secrets)
+        return status_error(call, response.status_code, body, response.headers, self._secrets)
 
     @contextlib.contextmanager
     def _errors(self, call: Call, phase: _Phase) -> Iterator[None]:
