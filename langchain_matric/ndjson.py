@@ -63,6 +63,7 @@ class NDJSONDecoder:
             if len(buf) > self._max:
                 raise self._too_long(buf)
             return []
+        # Inline twin of the split in sse.py: a shared helper cost 3% of decode time.
         block: bytes | bytearray
         if not buf:
             block = data[:end]

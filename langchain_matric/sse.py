@@ -128,6 +128,7 @@ class SSEDecoder:
             self._check_event_size()
             self._skip_lf = data[stop] == 13
             return self.feed(data[stop + 1 :])
+        # Inline twin of the split in ndjson.py: a shared helper cost 3% of decode time.
         block: bytes | bytearray
         if not buf:
             block = data[:end]
