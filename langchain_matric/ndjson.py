@@ -7,10 +7,9 @@ once (only its new bytes), so a very long line costs linear time.
 
 from __future__ import annotations
 
-import json
-import json.scanner
-from typing import Any, cast
+from typing import Any
 
+from langchain_matric._json import loads, text_of
 from langchain_matric.errors import ConfigurationError, StreamError
 
 __all__ = ["DEFAULT_MAX_LINE_SIZE", "NDJSONDecoder", "NDJSONError"]
@@ -19,9 +18,6 @@ DEFAULT_MAX_LINE_SIZE = 32 * 1024 * 1024
 """Longest line accepted, in bytes (32 MiB)."""
 
 _QUOTE = 200
-# json.loads minus its Python wrapper (two regex matches per call): the C scanner parses one
-# value at an index; anything else goes to json.loads, which also words the error.
-_scan = json.scanner.make_scanner(cast("Any", json.JSONDecoder()))
 
 
 class NDJSONError(StreamError):
@@ -80,41 +76,36 @@ class NDJSONDecoder:
             for line in [*block.split(b"\n"), buf]:
                 if len(line) > self._max:
                     raise self._too_long(line)
-        lines = block.decode("utf-8", "replace").split("\n")
-        lines.pop()  # the empty string after the last newline
+        lines = block.split(b"\n")
+        lines.pop()  # the empty piece after the last newline
         return self._parse(lines)
 
     def flush(self) -> list[dict[str, Any]]:
         """End of stream: parse a last line that lacks its newline; the decoder is then reset."""
         if not self._buf:
             return []
-        line = self._buf.decode("utf-8", "replace")
+        line = bytes(self._buf)
         self._buf = bytearray()
         return self._parse([line])
 
-    def _parse(self, lines: list[str]) -> list[dict[str, Any]]:
+    def _parse(self, lines: list[bytes] | list[bytearray]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        scan = _scan
         for line in lines:
-            try:
-                obj, end = scan(line, 0)
-            except (ValueError, StopIteration, RecursionError):
-                end = -1
-            if end != len(line) and (end < 0 or line[end:] != "\r"):
-                try:  # blank, leading whitespace, trailing data or invalid: ask json.loads
-                    obj = json.loads(line)
-                except (ValueError, RecursionError) as exc:
-                    if not line or line.isspace():  # a blank line (or a lone CR)
-                        continue
-                    raise self._invalid(f"invalid JSON ({exc})", line) from exc
+            try:  # straight from the bytes; invalid UTF-8 is replaced, as a text decoder would
+                obj = loads(line)
+            except (ValueError, RecursionError) as exc:
+                text = text_of(line)
+                if not text or text.isspace():  # a blank line (or a lone CR)
+                    continue
+                raise self._invalid(f"invalid JSON ({exc})", text) from exc
             if type(obj) is not dict:
                 raise self._invalid(f"expected a JSON object, got {type(obj).__name__}", line)
             out.append(obj)
         return out
 
-    def _invalid(self, what: str, line: str) -> NDJSONError:
+    def _invalid(self, what: str, line: str | bytes | bytearray) -> NDJSONError:
         self._buf = bytearray()
-        head = line[:_QUOTE]
+        head = text_of(line[: _QUOTE * 4])[:_QUOTE]
         return NDJSONError(f"NDJSON stream: {what} in line {head!r}", line=head)
 
     def _too_long(self, line: bytes | bytearray) -> NDJSONError:
