@@ -12,6 +12,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from langchain_matric._json import loads, text_of
 from langchain_matric.backends._types import (
     ChatMessage,
     Generation,
@@ -376,6 +377,14 @@ class OpenAIStreamParser:
         """Consume body bytes."""
         deltas: list[GenerationDelta] = []
         try:
+            values = self._decoder.feed_plain(data)
+            if values is not None:  # only `data:` events: no event objects, no text decoding
+                for value in values:
+                    if value == b"[DONE]":
+                        self._on_done(deltas)
+                        break
+                    self._on_data(value, deltas)
+                return deltas
             for event in self._decoder.feed(data):
                 self._on_event(event, deltas)
                 if self.done:
@@ -408,24 +417,34 @@ class OpenAIStreamParser:
         return deltas
 
     def _on_event(self, event: ServerSentEvent, deltas: list[GenerationDelta]) -> None:
-        self.empty = False
-        data = event.data
         if event.event == "error":
-            self._raise_error(data)
-        if data == "[DONE]":
-            self._emit_final(deltas)
-            self.done = True
-            return
+            self.empty = False
+            self._raise_error(event.data)
+        if event.data == "[DONE]":
+            self._on_done(deltas)
+        else:
+            self._on_data(event.data, deltas)
+
+    def _on_done(self, deltas: list[GenerationDelta]) -> None:
+        self.empty = False
+        self._emit_final(deltas)
+        self.done = True
+
+    def _on_data(self, data: str | bytes, deltas: list[GenerationDelta]) -> None:
+        """One event's data other than `[DONE]`: text from `feed`, UTF-8 from `feed_plain`."""
+        self.empty = False
         if not data:
             return
         try:
-            obj = json.loads(data)
+            obj = loads(data)
         except ValueError:
-            msg = f"invalid JSON in a data line from {self._url}: {data[:200]!r}"
-            raise StreamError(msg, partial=self.partial, line=data[:200]) from None
+            line = text_of(data)[:200]
+            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
+            raise StreamError(msg, partial=self.partial, line=line) from None
         if not isinstance(obj, dict):
-            msg = f"unexpected data line from {self._url}: {data[:200]!r}"
-            raise StreamError(msg, partial=self.partial, line=data[:200])
+            line = text_of(data)[:200]
+            msg = f"unexpected data line from {self._url}: {line!r}"
+            raise StreamError(msg, partial=self.partial, line=line)
         if "error" in obj or obj.get("object") == "error":
             raise_body_error(obj, self._url, partial=self.partial)
         usage = obj.get("usage")

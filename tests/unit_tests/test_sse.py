@@ -8,7 +8,7 @@ import re
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from langchain_matric.errors import ConfigurationError, StreamError
@@ -605,3 +605,114 @@ def test_property_arbitrary_bytes(data):
             assert events == full[: len(events)]
     else:
         assert whole == split == bytewise == full
+
+
+# ---------------------------------------------------------------------------------------
+# The fast path: feed_plain
+# ---------------------------------------------------------------------------------------
+
+
+def _between_events():
+    decoder = SSEDecoder()
+    assert decoder.feed(b": first read\n\n") == []
+    return decoder
+
+
+@pytest.mark.parametrize(
+    ("read", "values"),
+    [
+        (b'data: {"a": 1}\n\n', [b'{"a": 1}']),
+        (b"data:x\n\n", [b"x"]),
+        (b"data:  x\n\n", [b" x"]),
+        (b"data:\n\n", [b""]),
+        (b"data: a\n\ndata: [DONE]\n\n", [b"a", b"[DONE]"]),
+        (b"data: \xff\n\n", [b"\xff"]),  # decoded (with replacement) by the caller
+    ],
+)
+def test_feed_plain_takes_whole_data_only_events(read, values):
+    decoder = _between_events()
+    assert decoder.feed_plain(read) == values
+    expected = decode([b": first read\n\n", read])
+    assert [E(data=value.decode("utf-8", "replace")) for value in values] == expected
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        b"data: a\n",  # no blank line yet
+        b"data: a\n\ndata: b",  # a partial event after a whole one
+        b"data: a\r\n\r\n",  # CR line ends
+        b"data: a\rb\n\n",  # a CR inside is a line end
+        b"data: a\ndata: b\n\n",  # two data lines
+        b"event: delta\ndata: a\n\n",
+        b"id: 1\ndata: a\n\n",
+        b": keep-alive\n\n",
+        b"data: a\n\n\n",  # an extra blank line
+        b"\ndata: a\n\n",
+        b"dat: a\n\n",
+        b"",
+    ],
+)
+def test_feed_plain_declines_everything_else(read):
+    assert _between_events().feed_plain(read) is None
+
+
+def test_feed_plain_declines_while_an_event_or_line_is_open():
+    assert SSEDecoder().feed_plain(b"data: a\n\n") is None  # the first read: a BOM may come
+    for opening in [b"data: open", b"data: open\n", b"event: x\n", b"retry: 5\n", b"data: x\r"]:
+        decoder = _between_events()
+        decoder.feed(opening)
+        assert decoder.feed_plain(b"data: a\n\n") is None, opening
+    decoder = _between_events()
+    decoder.feed(b"data: whole\n\n")
+    assert decoder.feed_plain(b"data: a\n\n") == [b"a"]
+
+
+def test_feed_plain_respects_the_line_limit():
+    decoder = SSEDecoder(max_line_size=8)
+    decoder.feed(b":\n\n")
+    assert decoder.feed_plain(b"data: 12\n\n") == [b"12"]
+    assert decoder.feed_plain(b"data: 123\n\n") is None
+    with pytest.raises(SSEError):
+        decoder.feed(b"data: 123\n\n")
+
+
+_PLAIN_EVENTS = st.builds(
+    lambda sep, value: f"data{sep}{value}\n\n",
+    st.sampled_from([":", ": "]),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12),
+)
+
+
+@st.composite
+def _mostly_plain_reads(draw):
+    """Reads cut mostly at event boundaries, as servers write, with other lines mixed in."""
+    parts = [p.encode() for p in draw(st.lists(st.one_of(_PLAIN_EVENTS, _lines()), max_size=25))]
+    if draw(st.booleans()):
+        parts.insert(0, BOM)
+    reads, i = [], 0
+    while i < len(parts):
+        n = draw(st.integers(1, 3))
+        reads.append(b"".join(parts[i : i + n]))
+        i += n
+    if draw(st.booleans()):  # and some reads cut anywhere
+        stream = b"".join(reads)
+        reads = draw(_split(stream)) if draw(st.booleans()) else reads
+    return reads
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mostly_plain_reads())
+def test_property_feed_plain_then_feed_matches_the_spec(reads):
+    decoder = SSEDecoder(on_ignored=_surface_errors)
+    events = []
+    for read in reads:
+        values = decoder.feed_plain(read)
+        if values is None:
+            events += decoder.feed(read)
+        else:
+            event("feed_plain took a read")
+            last_id = decoder._last_id or None
+            events += [E("message", v.decode("utf-8", "replace"), last_id) for v in values]
+    events += decoder.flush()
+    assert events == reference(b"".join(reads), _surface_errors)
