@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import pickle
@@ -829,3 +830,49 @@ def test_mock_transport_sees_one_json_encoding() -> None:
     assert str(seen[0].url) == "http://h/base/chat?api-version=v"
     assert seen[0].content == b'{"a":[1,2]}'
     assert json.loads(seen[0].content) == {"a": [1, 2]}
+
+
+class _Pieces(httpx.SyncByteStream):
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.pieces
+
+
+@pytest.mark.parametrize(
+    ("headers", "make"),
+    [
+        ({}, lambda pieces: {"stream": _Pieces(pieces)}),  # read straight from the stream
+        ({}, lambda pieces: {"content": b"".join(pieces)}),  # already read (a replay)
+        ({"content-encoding": "identity"}, lambda pieces: {"stream": _Pieces(pieces)}),
+    ],
+)
+def test_stream_hands_out_the_body_as_written(headers, make) -> None:
+    pieces = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+    transport = SyncTransport(
+        HTTPConfig("http://h"),
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(200, headers=headers, **make(pieces))
+        ),
+    )
+    with transport.stream("POST", "/x", json={}) as response:
+        assert b"".join(response.iter_bytes()) == b"".join(pieces)
+    transport.close()
+
+
+def test_stream_decodes_a_compressed_body() -> None:
+    body = b"".join(b'{"n": %d}\n' % i for i in range(1000))
+    packed = gzip.compress(body)
+    pieces = [packed[i : i + 100] for i in range(0, len(packed), 100)]
+    transport = SyncTransport(
+        HTTPConfig("http://h"),
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(
+                200, headers={"content-encoding": "gzip"}, stream=_Pieces(pieces)
+            )
+        ),
+    )
+    with transport.stream("POST", "/api/generate", json={}) as response:
+        assert b"".join(response.iter_bytes()) == body
+    transport.close()
