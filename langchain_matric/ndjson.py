@@ -53,6 +53,9 @@ class NDJSONDecoder:
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Decode one read; return the objects of the lines it completed (raises `NDJSONError`)."""
         buf = self._buf
+        last = len(data) - 1
+        if not buf and data.find(b"\n") == last and last <= self._max:  # one line: usual read
+            return self._parse([data])
         end = data.rfind(b"\n") + 1
         if not end:
             buf += data
@@ -94,12 +97,13 @@ class NDJSONDecoder:
             try:  # straight from the bytes; invalid UTF-8 is replaced, as a text decoder would
                 obj = loads(line)
             except (ValueError, RecursionError) as exc:
-                text = text_of(line)
+                text = text_of(line).removesuffix("\n")  # a whole read keeps its newline
                 if not text or text.isspace():  # a blank line (or a lone CR)
                     continue
                 raise self._invalid(f"invalid JSON ({exc})", text) from exc
             if type(obj) is not dict:
-                raise self._invalid(f"expected a JSON object, got {type(obj).__name__}", line)
+                what = f"expected a JSON object, got {type(obj).__name__}"
+                raise self._invalid(what, text_of(line).removesuffix("\n"))
             out.append(obj)
         return out
 

@@ -680,6 +680,8 @@ class OllamaStreamParser:
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume a piece of the body; raise on an `{"error": ...}` line."""
+        if data.find(b"\n") == len(data) - 1 and not self.done:  # one line per read: usual
+            return self._deltas(self._decode(data, final=False))
         out: list[GenerationDelta] = []
         start = 0
         # Line by line: a bad line must not swallow the good lines before it in the same
@@ -732,21 +734,24 @@ class OllamaStreamParser:
                 model=self._requested,
                 url=self._url,
             )
-        if self._model is None:
-            self._model = obj.get("model") or self._requested
         content, thinking, raw_calls = _fields(obj)
         calls: tuple[ToolCallDelta, ...] = ()
         if raw_calls:
             calls = tuple(self._tool_delta(raw) for raw in raw_calls)
         done = obj.get("done") is True
-        if not (content or thinking or calls or done):
+        if not self._model_sent:
+            if self._model is None:
+                self._model = obj.get("model") or self._requested
+            if not (content or thinking or calls or done):
+                return None
+            self._model_sent = True
+            delta = GenerationDelta(content, thinking, calls, None, None, self._model)
+        elif content or thinking or calls or done:
+            delta = GenerationDelta(content, thinking, calls)
+        else:
             return None
         if content:
             self._parts.append(content)
-        delta = GenerationDelta(text=content, reasoning=thinking, tool_call_deltas=calls)
-        if not self._model_sent:
-            delta.model = self._model
-            self._model_sent = True
         if done:
             self.done = True
             delta.finish_reason = _finish_reason(obj, self._tools > 0)
