@@ -19,13 +19,12 @@ def _stdlib_loads(data: bytes | bytearray | memoryview | str) -> Any:
     return json.loads(text_of(data))
 
 
-_fast_loads: Callable[[Any], Any]
+fast_loads: Callable[[Any], Any]
+"""orjson's `loads` alone (json's without orjson): for fast paths that fall back to `loads`."""
 try:
-    from orjson import loads as _fast_loads
+    from orjson import loads as fast_loads
 except ImportError:  # pragma: no cover - PyPy and other platforms without wheels
-    _fast_loads = _stdlib_loads
-
-__all__ = ["loads", "text_of"]
+    fast_loads = _stdlib_loads
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -38,7 +37,7 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         [nan]
     """
     try:
-        return _fast_loads(data)
+        return fast_loads(data)
     except ValueError:
         return _stdlib_loads(data)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_matric._json import loads, text_of
+from langchain_matric._json import fast_loads, loads, text_of
 from langchain_matric.errors import ConfigurationError, StreamError
 
 __all__ = ["DEFAULT_MAX_LINE_SIZE", "NDJSONDecoder", "NDJSONError"]
@@ -53,9 +53,6 @@ class NDJSONDecoder:
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Decode one read; return the objects of the lines it completed (raises `NDJSONError`)."""
         buf = self._buf
-        last = len(data) - 1
-        if not buf and data.find(b"\n") == last and last <= self._max:  # one line: usual read
-            return self._parse([data])
         end = data.rfind(b"\n") + 1
         if not end:
             buf += data
@@ -83,6 +80,30 @@ class NDJSONDecoder:
         lines.pop()  # the empty piece after the last newline
         return self._parse(lines)
 
+    def feed_line(self, data: bytes) -> dict[str, Any] | None:
+        r"""The fast path for the usual read: exactly one whole line holding a JSON object.
+
+        With no partial line pending, parse `data` if it is one LF-terminated line and
+        return its object, as `feed(data)` would in a one-item list. Otherwise (several or
+        partial lines, a blank or invalid line, a non-object, a line over the limit) return
+        None and consume nothing: pass the read to `feed`, which also words any error.
+
+        Example:
+            >>> decoder = NDJSONDecoder()
+            >>> decoder.feed_line(b'{"response": "Hi", "done": false}\n')
+            {'response': 'Hi', 'done': False}
+            >>> decoder.feed_line(b'{"response": "Hi"}\n{"done"') is None
+            True
+        """
+        last = len(data) - 1
+        if self._buf or data.find(b"\n") != last or last > self._max:
+            return None
+        try:
+            obj = fast_loads(data)
+        except ValueError:
+            return None
+        return obj if type(obj) is dict else None
+
     def flush(self) -> list[dict[str, Any]]:
         """End of stream: parse a last line that lacks its newline; the decoder is then reset."""
         if not self._buf:
@@ -97,13 +118,12 @@ class NDJSONDecoder:
             try:  # straight from the bytes; invalid UTF-8 is replaced, as a text decoder would
                 obj = loads(line)
             except (ValueError, RecursionError) as exc:
-                text = text_of(line).removesuffix("\n")  # a whole read keeps its newline
+                text = text_of(line)
                 if not text or text.isspace():  # a blank line (or a lone CR)
                     continue
                 raise self._invalid(f"invalid JSON ({exc})", text) from exc
             if type(obj) is not dict:
-                what = f"expected a JSON object, got {type(obj).__name__}"
-                raise self._invalid(what, text_of(line).removesuffix("\n"))
+                raise self._invalid(f"expected a JSON object, got {type(obj).__name__}", line)
             out.append(obj)
         return out
 

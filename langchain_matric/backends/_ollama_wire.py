@@ -680,8 +680,10 @@ class OllamaStreamParser:
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume a piece of the body; raise on an `{"error": ...}` line."""
-        if data.find(b"\n") == len(data) - 1 and not self.done:  # one line per read: usual
-            return self._deltas(self._decode(data, final=False))
+        obj = None if self.done else self._decoder.feed_line(data)
+        if obj is not None:  # one whole line per read: the usual case
+            delta = self._delta(obj)
+            return [] if delta is None else [delta]
         out: list[GenerationDelta] = []
         start = 0
         # Line by line: a bad line must not swallow the good lines before it in the same

@@ -284,3 +284,56 @@ def test_property_arbitrary_bytes(data):
         full = next(e for e in (whole, split, bytewise) if len(e) == longest)
         for events in (whole, split, bytewise):
             assert events == full[: len(events)]
+
+
+# ---------------------------------------------------------------------------------------
+# The fast path: feed_line
+# ---------------------------------------------------------------------------------------
+
+
+def test_feed_line_takes_one_whole_object_line():
+    decoder = NDJSONDecoder()
+    assert decoder.feed_line(b'{"a": 1}\n') == {"a": 1}
+    assert decoder.feed_line(b'{"a": "\xc3\xa9"}\r\n') == {"a": "é"}
+
+
+@pytest.mark.parametrize(
+    "read",
+    [b'{"a": 1}', b'{"a": 1}\n{"b": 2}\n', b"\n", b"[1]\n", b"{oops}\n", b'{"a": NaN}\n', b""],
+)
+def test_feed_line_declines_everything_else(read):
+    assert NDJSONDecoder().feed_line(read) is None
+
+
+def test_feed_line_declines_while_a_line_is_pending_or_too_long():
+    decoder = NDJSONDecoder(max_line_size=9)
+    assert decoder.feed_line(b'{"a": 12}\n') == {"a": 12}
+    assert decoder.feed_line(b'{"a": 123}\n') is None  # feed raises for it
+    decoder.feed(b'{"a": 1}')  # pending: the next line completes it (and makes it invalid)
+    assert decoder.feed_line(b'{"b": 2}\n') is None
+
+
+def _collect_fast(pieces, max_line_size):
+    decoder = NDJSONDecoder(max_line_size=max_line_size)
+    out = []
+    try:
+        for piece in pieces:
+            obj = decoder.feed_line(piece)
+            out += decoder.feed(piece) if obj is None else [obj]
+        out += decoder.flush()
+    except NDJSONError:
+        return out, True
+    return out, False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_property_feed_line_then_feed_matches_feed(data):
+    alphabet = st.sampled_from([b"\r", b" ", b"{}", b"{", b"}", b'"a"', b":", b"1", b",", b"[]",
+                                b'{"a": 1}', b"NaN", b"\xc2\x85", b"\xff"])  # fmt: skip
+    lines = data.draw(st.lists(st.lists(alphabet, max_size=6).map(b"".join), max_size=8))
+    reads = [line + b"\n" for line in lines]
+    if data.draw(st.booleans()):  # some reads hold several lines or pieces of one
+        reads = data.draw(_split(b"".join(reads)))
+    max_line_size = data.draw(st.sampled_from([2, 8, DEFAULT_MAX_LINE_SIZE]))
+    assert _collect_fast(reads, max_line_size) == _collect(reads, max_line_size)
