@@ -68,6 +68,7 @@ def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
         timeout=client_timeout(settings.timeouts, settings.timeouts.total),
         proxy=settings.proxy,
         trust_env=False,  # the environment was read once, by client_settings()
+        cookie_jar=aiohttp.DummyCookieJar(),  # stateless, as the httpx side (no client, no jar)
     )
     # aiohttp silently resends an idempotent request once when the connection drops before
     # the answer; our RetryPolicy already does that (counted, with backoff, like httpx), so

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aiohttp
+import httpcore
 import httpx
 import pytest
 
@@ -35,7 +36,7 @@ from langchain_matric._http import (
 )
 from langchain_matric._http._async import new_session
 from langchain_matric._http._config import client_settings
-from langchain_matric._http._sync import new_client
+from langchain_matric._http._sync import new_pool
 from langchain_matric.errors import (
     AuthenticationError,
     BackendConnectionError,
@@ -606,30 +607,32 @@ def test_close_is_idempotent(server) -> None:
     with transport:
         transport.request("GET", "/x")
     transport.close()
-    assert transport._client is None
+    assert transport._pool is None
 
 
-def test_sync_transport_pickles_without_its_client(server) -> None:
+def test_sync_transport_pickles_without_its_pool(server) -> None:
     srv, url = server
     srv.script("/x", reply(200, '{"a": 1}'))
     with SyncTransport(HTTPConfig(url, headers={"Authorization": "Bearer k"})) as transport:
         transport.request("GET", "/x")
-        assert transport._client is not None
+        assert transport._pool is not None
         with pickle.loads(pickle.dumps(transport)) as clone:
-            assert clone._client is None and clone.config == transport.config
+            assert clone._pool is None and clone.config == transport.config
             assert clone.request("GET", "/x").json() == {"a": 1}
 
 
-def test_sync_client_is_recreated_after_fork(server) -> None:
+def test_sync_pool_is_recreated_after_fork(server) -> None:
     srv, url = server
     srv.script("/x", reply())
     transport = SyncTransport(HTTPConfig(url))
     transport.request("GET", "/x")
-    parent_client = transport._client
+    parent_pool = transport._pool
+    assert isinstance(parent_pool, httpx.HTTPTransport)
+    assert len(parent_pool._pool.connections) == 1
     transport._pid = -1  # as if this were a forked child
     transport.request("GET", "/x")
-    assert transport._client is not parent_client and parent_client is not None
-    assert parent_client.is_closed
+    assert transport._pool is not parent_pool
+    assert parent_pool._pool.connections == []  # closed: this process's copies dropped
     transport.close()
 
 
@@ -647,30 +650,54 @@ async def test_both_stacks_get_identical_settings(tmp_path) -> None:
         max_keepalive_connections=3,
     )
     settings = client_settings(config)
-    client = new_client(settings, None)
+    pool = new_pool(settings)
     session = new_session(settings)
     try:
-        assert client.timeout == httpx.Timeout(connect=1.5, read=2.5, write=2.5, pool=None)
         assert session.timeout == aiohttp.ClientTimeout(
             total=99.0, connect=None, sock_connect=1.5, sock_read=2.5
         )
-        proxy_transport = next(iter(client._mounts.values()))
-        assert isinstance(proxy_transport, httpx.HTTPTransport)
-        for pool in (proxy_transport._pool, client._transport._pool):  # type: ignore[attr-defined]
-            assert pool._ssl_context is settings.ssl_context
-            assert (pool._max_connections, pool._max_keepalive_connections) == (7, 3)
-            assert pool._keepalive_expiry == settings.keepalive_expiry
-        assert str(proxy_transport._pool._proxy_url.host, "ascii") == "127.0.0.1"  # type: ignore[attr-defined]
+        proxy_pool = pool._pool
+        assert isinstance(proxy_pool, httpcore.HTTPProxy)
+        assert proxy_pool._ssl_context is settings.ssl_context
+        assert (proxy_pool._max_connections, proxy_pool._max_keepalive_connections) == (7, 3)
+        assert proxy_pool._keepalive_expiry == settings.keepalive_expiry
+        assert str(proxy_pool._proxy_url.host, "ascii") == "127.0.0.1"
         connector = session.connector
         assert isinstance(connector, aiohttp.TCPConnector)
         assert connector._ssl is settings.ssl_context
         assert (connector.limit, connector.limit_per_host) == (7, 0)
         assert connector._keepalive_timeout == settings.keepalive_expiry
         assert str(session._default_proxy) == "http://127.0.0.1:3128"
-        assert client.trust_env is False and session.trust_env is False
+        assert session.trust_env is False
+        assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)  # httpx side: no jar
     finally:
-        client.close()
+        pool.close()
         await session.close()
+
+
+def test_sync_requests_carry_the_configured_timeouts() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.extensions["timeout"]))
+        return httpx.Response(200, json={})
+
+    config = HTTPConfig("http://h", timeouts=Timeouts(connect=1.5, first_byte=2.5, idle=3.5))
+    with SyncTransport(config, transport=httpx.MockTransport(handler)) as transport:
+        transport.request("GET", "/x")
+    assert seen == [{"connect": 1.5, "read": 2.5, "write": 2.5, "pool": None}]
+
+
+def test_sync_transport_keeps_no_cookies(server) -> None:
+    # httpx.Client would send this cookie back; aiohttp's side has a DummyCookieJar (above).
+    srv, url = server
+    srv.script("/set", reply(200, "{}", **{"Set-Cookie": "session=abc; Path=/"}))
+    srv.script("/next", reply())
+    with SyncTransport(HTTPConfig(url)) as transport:
+        transport.request("GET", "/set")
+        transport.request("GET", "/next")
+    [sent] = [seen.headers for seen in srv.seen if seen.path == "/next"]
+    assert "cookie" not in {name.lower() for name in sent}
 
 
 async def test_tls_certificate_is_checked(tls_server, connect, certificate) -> None:
