@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import re
 import threading
@@ -139,6 +140,7 @@ def _close_quietly(entries: dict[Hashable, Any]) -> None:
             backend.close()
 
 
+@functools.lru_cache(maxsize=256)
 def strip_credentials(url: str) -> str:
     """`url` without userinfo and query string: safe for cache keys, traces and repr."""
     try:
@@ -266,7 +268,10 @@ class MatricBase(BaseModel):
         if backend is not None and not isinstance(backend, str):
             return backend
         key = self._backend_key(purpose)
-        entries = self._backends.entries
+        # Straight from pydantic's private dict: `self._backends` goes through pydantic's
+        # `__getattr__` (~2.5 µs), and this runs a few times per call.
+        private = cast("dict[str, _BackendCache]", self.__pydantic_private__)
+        entries = private["_backends"].entries
         found = entries.get(key)
         if found is not None:
             return found
