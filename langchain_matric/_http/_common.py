@@ -26,6 +26,7 @@ from langchain_matric._http._config import (
     redact_url,
     url_secrets,
 )
+from langchain_matric._json import fast_loads
 from langchain_matric.errors import (
     BackendConnectionError,
     BackendHTTPError,
@@ -201,6 +202,10 @@ class Response(_Head):
     def json(self) -> Any:
         """The body decoded as JSON; a non-JSON body raises `BackendHTTPError` quoting it."""
         try:
+            return fast_loads(self.content)
+        except ValueError:
+            pass
+        try:  # what orjson refuses: a BOM, UTF-16, NaN, ... (see `_json`)
             return jsonlib.loads(self.content)
         except ValueError as exc:
             text = self.content.decode("utf-8", "replace")

@@ -6,11 +6,12 @@ Used for OpenAI, Azure OpenAI, vLLM, llama.cpp, LM Studio, LocalAI, TGI and Olla
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
 from array import array
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_matric._json import loads, text_of
 from langchain_matric.backends._types import (
@@ -33,6 +34,12 @@ from langchain_matric.errors import (
     status_for_message,
 )
 from langchain_matric.sse import ServerSentEvent, SSEDecoder
+
+_pybase64: Any
+try:
+    import pybase64 as _pybase64
+except ImportError:  # pragma: no cover - platforms without its wheels
+    _pybase64 = None
 
 TokenLimitParam = Literal["max_tokens", "max_completion_tokens"]
 
@@ -306,11 +313,23 @@ def check_dimensions(vectors: list[list[float]], expected: int | None, url: str)
 def _vector(embedding: Any) -> list[float]:
     if isinstance(embedding, str):
         floats = array("f")
-        floats.frombytes(base64.b64decode(embedding))
+        floats.frombytes(b64decode(embedding))
         if not _LITTLE_ENDIAN:
             floats.byteswap()
         return floats.tolist()
     return [float(x) for x in embedding]
+
+
+def b64decode(text: str) -> bytes:
+    """Base64 to bytes: SIMD pybase64 where installed (~10x the standard library on a vector).
+
+    Strict first; text with anything besides the alphabet is decoded leniently, as
+    `base64.b64decode` does (characters outside the alphabet are skipped).
+    """
+    if _pybase64 is not None:
+        with contextlib.suppress(ValueError):
+            return cast("bytes", _pybase64.b64decode(text, validate=True))
+    return base64.b64decode(text)
 
 
 def answered_base64(obj: Any) -> bool | None:

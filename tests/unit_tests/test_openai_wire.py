@@ -187,6 +187,18 @@ def test_embeddings_base64_and_floats_in_index_order() -> None:
     assert wire.answered_base64({"data": []}) is None
 
 
+@pytest.mark.parametrize("simd", [True, False])
+def test_b64decode_as_the_standard_library(simd, monkeypatch) -> None:
+    if not simd:  # as on a platform without pybase64's wheels
+        monkeypatch.setattr(wire, "_pybase64", None)
+    vector = struct.pack("<768f", *[i / 7 for i in range(768)])
+    text = base64.b64encode(vector).decode()
+    assert wire.b64decode(text) == vector
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))  # MIME-style lines
+    assert wire.b64decode(wrapped) == vector == base64.b64decode(wrapped)
+    assert wire.b64decode("AAAA?") == base64.b64decode("AAAA?") == b"\0\0\0"
+
+
 def test_embeddings_count_and_dimension_checked() -> None:
     obj = {"data": [{"index": 0, "embedding": [1.0, 2.0]}]}
     with pytest.raises(errors.EmbeddingDimensionError, match="asked .* for 2 embeddings, got 1"):
