@@ -337,7 +337,7 @@ def check_headers(headers: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
-    """What `httpx.Client` and `aiohttp.ClientSession` are both created from (parity)."""
+    """What the httpx pool and the `aiohttp.ClientSession` are both created from (parity)."""
 
     ssl_context: ssl.SSLContext
     proxy: str | None

@@ -6,7 +6,6 @@ Used for OpenAI, Azure OpenAI, vLLM, llama.cpp, LM Studio, LocalAI, TGI and Olla
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import sys
 from array import array
@@ -327,8 +326,10 @@ def b64decode(text: str) -> bytes:
     `base64.b64decode` does (characters outside the alphabet are skipped).
     """
     if _pybase64 is not None:
-        with contextlib.suppress(ValueError):
+        try:  # not contextlib.suppress: one object less per vector, one GC pass less per 700
             return cast("bytes", _pybase64.b64decode(text, validate=True))
+        except ValueError:
+            pass
     return base64.b64decode(text)
 
 
