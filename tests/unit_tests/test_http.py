@@ -903,3 +903,13 @@ def test_stream_decodes_a_compressed_body() -> None:
     with transport.stream("POST", "/api/generate", json={}) as response:
         assert b"".join(response.iter_bytes()) == body
     transport.close()
+
+
+async def test_redirects_are_not_followed(server, connect) -> None:
+    srv, url = server
+    srv.script("/old", reply(307, "", Location=url + "/new"))
+    srv.script("/new", reply())
+    with pytest.raises(BackendHTTPError) as info:
+        await connect(url, retry=RetryPolicy(max_retries=0)).request("POST", "/old", json={})
+    assert info.value.status == 307
+    assert srv.hits("/old") == 1 and srv.hits("/new") == 0
