@@ -9,7 +9,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.base import OutputParserLike
@@ -246,8 +246,6 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
         default_model: str | None,
     ) -> ChatGenerationChunk | None:
         text, final = cursor.advance(delta)
-        if not (final or first or delta.reasoning or delta.tool_call_deltas):  # a text delta
-            return ChatGenerationChunk(message=AIMessageChunk(content=text)) if text else None
         calls = tool_call_chunks(delta.tool_call_deltas) if delta.tool_call_deltas else []
         if not final:
             if not (text or delta.reasoning or calls):

@@ -1,9 +1,10 @@
 """Incremental Server-Sent Events decoder, exact to the WHATWG "event stream interpretation".
 
-Bytes in, events out, no I/O: the same decoder serves httpx `iter_bytes()` and aiohttp
-`iter_any()`. Any split of the bytes gives the same events. Each read is scanned once (only its
-new bytes); complete lines are decoded as UTF-8 with replacement, so a character or a CRLF cut
-across reads survives, and a 16 MiB line costs linear time.
+Bytes in, events out, no I/O: the same decoder serves the httpx and aiohttp body reads. Any
+split of the bytes gives the same events. Each read is scanned once (only its new bytes);
+complete lines are decoded as UTF-8 with replacement, so a character or a CRLF cut across
+reads survives, and a 16 MiB line costs linear time. `feed_plain` is the fast path for reads
+of whole single-line `data:` events.
 """
 
 from __future__ import annotations
@@ -94,24 +95,9 @@ class SSEDecoder:
         self._data: list[str] = []
         self._retry: int | None = None
         self._sized: tuple[list[str], int, int] | None = None  # (data, lines, chars) counted
-        self._between = False  # see `feed`; False until the first read (a BOM may start it)
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Decode one read; return the events completed by it (raises `SSEError`)."""
-        self._between = False
-        events = self._feed(data)
-        # Between events: no partial line, no open block; `feed_plain` may take the next read.
-        self._between = not (
-            self._buf
-            or self._data
-            or self._event
-            or self._retry is not None
-            or self._skip_lf
-            or self._at_start
-        )
-        return events
-
-    def _feed(self, data: bytes) -> list[ServerSentEvent]:
         if not data:
             return []
         if self._skip_lf:
@@ -142,7 +128,7 @@ class SSEDecoder:
             buf.clear()
             self._check_event_size()
             self._skip_lf = data[stop] == 13
-            return self._feed(data[stop + 1 :])
+            return self.feed(data[stop + 1 :])
         # Inline twin of the split in ndjson.py: a shared helper cost 3% of decode time.
         block: bytes | bytearray
         if not buf:
@@ -189,9 +175,17 @@ class SSEDecoder:
             >>> decoder.feed_plain(b"event: delta\ndata: x\n\n") is None
             True
         """
-        # `find` rather than `in`: bytes.__contains__ first tries the operand as an int.
         end = len(data) - 2
-        if not self._between or end > self._max or data.find(b"\r") >= 0:
+        if (
+            self._buf  # a partial line, an open block, a pending CRLF or BOM check: not between
+            or self._data
+            or self._event
+            or self._retry is not None
+            or self._skip_lf
+            or self._at_start
+            or end > self._max
+            or data.find(b"\r") >= 0  # `find`, not `in`: that first tries the operand as an int
+        ):
             return None
         first_lf = data.find(b"\n")
         if first_lf == end and data[-1] == 10 and data.startswith(b"data: "):

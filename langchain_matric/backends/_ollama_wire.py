@@ -741,17 +741,14 @@ class OllamaStreamParser:
         if raw_calls:
             calls = tuple(self._tool_delta(raw) for raw in raw_calls)
         done = obj.get("done") is True
-        if not self._model_sent:
-            if self._model is None:
-                self._model = obj.get("model") or self._requested
-            if not (content or thinking or calls or done):
-                return None
-            self._model_sent = True
-            delta = GenerationDelta(content, thinking, calls, None, None, self._model)
-        elif content or thinking or calls or done:
-            delta = GenerationDelta(content, thinking, calls)
-        else:
+        if self._model is None:
+            self._model = obj.get("model") or self._requested
+        if not (content or thinking or calls or done):
             return None
+        model = None
+        if not self._model_sent:
+            model, self._model_sent = self._model, True
+        delta = GenerationDelta(content, thinking, calls, None, None, model)
         if content:
             self._parts.append(content)
         if done:
