@@ -7,10 +7,13 @@ uses the model name `bench-n<N>`, which tells the bench server how many chunks t
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+import orjson
+import pybase64
 
 PROMPT = "hi"
 SSE = "sse"
@@ -113,9 +116,17 @@ class HttpxAsyncFloor:
 class AiohttpFloor:
     """aiohttp: `async for line in response.content` + `json.loads`."""
 
+    sessions: ClassVar[list[Any]] = []
+    """Every session opened, for `close_all()` at the end of the run."""
+
     def __init__(self, url: str, body: dict[str, Any], sse: bool) -> None:
         self.session: Any = None
         self.url, self.body, self.sse = url, body, sse
+
+    @classmethod
+    async def close_all(cls) -> None:
+        while cls.sessions:
+            await cls.sessions.pop().close()
 
     async def astream(self) -> AsyncIterator[Any]:
         import aiohttp
@@ -125,6 +136,7 @@ class AiohttpFloor:
                 timeout=aiohttp.ClientTimeout(total=None),
                 connector=aiohttp.TCPConnector(limit=100),
             )
+            self.sessions.append(self.session)
         async with self.session.post(self.url, json=self.body) as response:
             response.raise_for_status()
             async for raw in response.content:
@@ -231,6 +243,43 @@ class EmbedFloor:
             data = (await self.aclient.post(self.url, json=body)).json()["data"]
             out.extend(item["embedding"] for item in data)
         return out
+
+
+class EmbedOutputFloor:
+    """No HTTP: what any client must do with the answers once they are in memory.
+
+    The base64 answers MatricEmbeddings receives (256 texts a request) are fetched once;
+    each call only turns them into `list[list[float]]` by the cheapest route found (orjson,
+    pybase64, `array.tolist()`). Building 10,000 x 768 Python floats is most of the cost:
+    new pages for them and the garbage collector walking the new lists.
+    """
+
+    def __init__(self, port: int, texts: list[str], batch: int = 256) -> None:
+        url = openai_url(port) + "/embeddings"
+        with httpx.Client(timeout=60) as client:
+            self.answers = [
+                client.post(
+                    url,
+                    json={
+                        "model": "bench-emb",
+                        "input": texts[i : i + batch],
+                        "encoding_format": "base64",
+                    },
+                ).content
+                for i in range(0, len(texts), batch)
+            ]
+
+    def embed(self) -> list[list[float]]:
+        out: list[list[float]] = []
+        for answer in self.answers:
+            for item in orjson.loads(answer)["data"]:
+                floats = array("f")
+                floats.frombytes(pybase64.b64decode(item["embedding"], validate=True))
+                out.append(floats.tolist())
+        return out
+
+    async def aembed(self) -> list[list[float]]:
+        return self.embed()
 
 
 def fused_model(kind: str, url: str, body: dict[str, Any], sse: bool) -> Any:

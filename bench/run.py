@@ -115,6 +115,12 @@ class Runner:
                 case.times.append(result if isinstance(result, float) else wall)
         return group
 
+    def close(self) -> None:
+        """Finalise the loop's async generators (aiohttp sessions close there), then the loop."""
+        self.loop.run_until_complete(C.AiohttpFloor.close_all())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
 
 def med(values: list[float]) -> float:
     return statistics.median(values)
@@ -392,6 +398,9 @@ def concurrency_groups(srv: Server, width: int, n: int) -> list[Group]:
     return groups
 
 
+OUTPUT_FLOOR = "output floor: the same answers decoded from memory, no HTTP"
+
+
 def embedding_groups(srv: Server, count: int) -> list[Group]:
     texts = [f"short text number {i} about a thing" for i in range(count)]
     groups = []
@@ -438,6 +447,9 @@ def embedding_groups(srv: Server, count: int) -> list[Group]:
                 "floor",
             )
         ]
+        output = C.EmbedOutputFloor(port, texts)
+        sync_cases.append(Case(OUTPUT_FLOOR, rate(output.embed), "floor"))
+        async_cases.append(Case(OUTPUT_FLOOR, arate(output.aembed), "floor"))
         for name, model in models.items():
             role = name.split(":")[0]
             sync_cases.append(Case(name, rate(lambda m=model: m.embed_documents(texts)), role))
@@ -631,6 +643,10 @@ def targets(
             lines.append(
                 f"| embeddings {mode}, {label}: MatricEmbeddings ≥ {need}x OpenAIEmbeddings texts/s | {r:.2f}x | {verdict(r >= need)} |"
             )
+            r = paired(g.case(OUTPUT_FLOOR), g.case("peer: OpenAIEmbeddings"))
+            lines.append(
+                f"| (info) ceiling of the row above: output floor vs OpenAIEmbeddings texts/s | {r:.2f}x | - |"
+            )
             r = paired(g.case("ours: MatricEmbeddings (ollama)"), g.case("peer: OllamaEmbeddings"))
             lines.append(
                 f"| (info) embeddings {mode}, {label}: MatricEmbeddings (ollama) vs OllamaEmbeddings texts/s | {r:.2f}x | - |"
@@ -796,6 +812,7 @@ def main(argv: list[str] | None = None) -> None:
         imports = import_results(1 if q else args.reps, q) if "e" in only else None
         rss = rss_results(srv, sizes["n"], sizes["streams"], q) if "f" in only else None
         decoder = decoder_results(sizes["big"], args.reps) if "g" in only else None
+        runner.close()
     finally:
         srv.close()
     text = report(args, groups, imports, rss, decoder, sizes, time.perf_counter() - started)

@@ -11,6 +11,7 @@ from langchain_core.embeddings import Embeddings
 from pydantic import Field, model_validator
 
 from langchain_matric._adapter import ADAPTER_CONFIG, MatricBase, amap_bounded, map_bounded
+from langchain_matric._http import taking_turns
 from langchain_matric.backends._protocols import EmbeddingBackend
 from langchain_matric.errors import ConfigurationError, EmbeddingDimensionError
 
@@ -86,7 +87,7 @@ class MatricEmbeddings(MatricBase, Embeddings):
     dimensions: int | None = Field(default=None, ge=1)
     """Vector size to request and check; None: the model's own size, unchecked."""
 
-    chunk_size: int = Field(default=256, ge=1)
+    chunk_size: int = Field(default=512, ge=1)
     """Most texts per request."""
 
     max_batch_chars: int = Field(default=100_000, ge=1)
@@ -189,7 +190,8 @@ class MatricEmbeddings(MatricBase, Embeddings):
             return vectors
 
         try:
-            results = map_bounded(run, batches, self.max_concurrency)
+            with taking_turns():  # answers parsed one at a time: see `taking_turns`
+                results = map_bounded(run, batches, self.max_concurrency)
         finally:
             if bar is not None:
                 bar.close()

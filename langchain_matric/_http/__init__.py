@@ -27,7 +27,7 @@ from langchain_matric._http._config import (
     redact_headers,
     redact_url,
 )
-from langchain_matric._http._sync import SyncTransport
+from langchain_matric._http._sync import SyncTransport, taking_turns
 
 __all__ = [
     "AsyncStreamResponse",
@@ -40,4 +40,5 @@ __all__ = [
     "Timeouts",
     "redact_headers",
     "redact_url",
+    "taking_turns",
 ]

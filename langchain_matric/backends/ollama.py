@@ -261,13 +261,15 @@ class OllamaBackend(HTTPBackend):
             return []
         self._ready()
         try:
-            response = self._sync.request("POST", "/api/embed", json=body, model=self.embed_model)
+            with self._sync.request_in_turn(
+                "POST", "/api/embed", json=body, model=self.embed_model
+            ) as response:
+                return wire.parse_embed_response(response.json(), len(texts), self._dimension)
         except BackendHTTPError as error:
             too_long = wire.embed_too_long_error(error, texts)
             if too_long is None:
                 raise
             raise too_long from error
-        return wire.parse_embed_response(response.json(), len(texts), self._dimension)
 
     async def aembed_texts(self, texts: Sequence[str]) -> list[list[float]]:
         """Async `embed_texts`."""

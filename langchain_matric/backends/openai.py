@@ -336,8 +336,12 @@ class OpenAIBackend(HTTPBackend):
         )
 
     def _embed_learn(self, error: BackendHTTPError) -> bool:
-        if self._embed_base64 and (
-            wire.rejects_param(error, "base64") or wire.rejects_param(error, "encoding_format")
+        if (
+            self._embed_base64
+            and error.status != 200
+            and (
+                wire.rejects_param(error, "base64") or wire.rejects_param(error, "encoding_format")
+            )
         ):
             self._embed_base64 = False
             return True
@@ -359,14 +363,14 @@ class OpenAIBackend(HTTPBackend):
             self._ready()
         while (body := self._embed_body(texts)) is not None:
             try:
-                response = self._sync.request(
+                with self._sync.request_in_turn(
                     "POST", self._embeddings_path, json=body, model=self.embed_model
-                )
+                ) as response:
+                    return self._vectors(response.json(), len(texts))
             except BadRequestError as error:
                 if self._embed_learn(error):
                     continue
                 raise
-            return self._vectors(response.json(), len(texts))
         return []
 
     async def aembed_texts(self, texts: Sequence[str]) -> list[list[float]]:

@@ -261,3 +261,21 @@ def test_same_object_under_two_asyncio_runs() -> None:
     first = asyncio.run(embeddings.aembed_documents(TEXTS[:3]))
     second = asyncio.run(embeddings.aembed_documents(TEXTS[:3]))
     assert first == second == [vector_for(t, 6) for t in TEXTS[:3]]
+
+
+def test_sync_batches_read_their_answers_in_turns() -> None:
+    # The HTTP backends read and parse each answer in the job's turn (`taking_turns`), so
+    # that threads parsing large answers do not trade the GIL at every read.
+    from langchain_matric._http._sync import _TURN
+
+    turns: list[object] = []
+
+    class Recording(FakeEmbeddingBackend):
+        def embed_texts(self, texts: Any) -> list[list[float]]:
+            turns.append(_TURN.get())
+            return super().embed_texts(texts)
+
+    embeddings = MatricEmbeddings(backend=Recording(), chunk_size=2, max_concurrency=3)
+    assert embeddings.embed_documents(TEXTS) == [vector_for(t, 6) for t in TEXTS]
+    assert len(turns) == 5 and turns[0] is not None and all(t is turns[0] for t in turns)
+    assert _TURN.get() is None  # only for the call

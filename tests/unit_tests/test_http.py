@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gzip
 import json
 import logging
@@ -33,15 +34,17 @@ from langchain_matric._http import (
     SyncTransport,
     Timeouts,
     redact_url,
+    taking_turns,
 )
 from langchain_matric._http._async import new_session
 from langchain_matric._http._config import client_settings
-from langchain_matric._http._sync import new_pool
+from langchain_matric._http._sync import _TURN, new_pool
 from langchain_matric.errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendHTTPError,
     BackendTimeoutError,
+    BadRequestError,
     ConfigurationError,
     RateLimitError,
     ServerError,
@@ -916,3 +919,102 @@ async def test_redirects_are_not_followed(server, connect) -> None:
         await connect(url, retry=RetryPolicy(max_retries=0)).request("POST", "/old", json={})
     assert info.value.status == 307
     assert srv.hits("/old") == 1 and srv.hits("/new") == 0
+
+
+# -- answers read in turns (sync, one job's threads) -------------------------------------------
+
+
+def _in_thread(fn: Callable[[], Any]) -> threading.Thread:
+    """Run `fn` on a thread with the caller's context (as `ContextThreadPoolExecutor` does)."""
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(fn,), daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_answers_are_awaited_together_and_read_one_at_a_time(server) -> None:
+    srv, url = server
+    srv.script("/e", reply(200, '{"n": 1}'), reply(200, '{"n": 2}'))
+    a_inside, a_may_leave, b_inside = threading.Event(), threading.Event(), threading.Event()
+    got: list[Any] = []
+    with SyncTransport(HTTPConfig(url)) as transport, taking_turns():
+
+        def first() -> None:
+            with transport.request_in_turn("POST", "/e", json={}) as response:
+                got.append(response.json())
+                a_inside.set()
+                a_may_leave.wait(5)
+
+        def second() -> None:
+            with transport.request_in_turn("POST", "/e", json={}) as response:
+                got.append(response.json())
+                b_inside.set()
+
+        threads = [_in_thread(first)]
+        assert a_inside.wait(5)
+        threads.append(_in_thread(second))
+        # B sends and waits for its answer while A holds the turn ...
+        assert _wait_for(lambda: srv.hits("/e") == 2)
+        # ... but reads it only once A's block is over.
+        assert not b_inside.wait(0.2)
+        a_may_leave.set()
+        assert b_inside.wait(5)
+        for thread in threads:
+            thread.join(5)
+    assert got == [{"n": 1}, {"n": 2}]
+
+
+def _turn_is_free(turn: Any) -> bool:
+    """Whether another thread could take `turn` now (an RLock is re-entrant for its owner)."""
+    free: list[bool] = []
+
+    def probe() -> None:
+        took = turn.acquire(blocking=False)
+        if took:
+            turn.release()
+        free.append(took)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(5)
+    return free == [True]
+
+
+def test_the_turn_is_given_back_after_failures_retries_and_errors_in_the_block(server) -> None:
+    srv, url = server
+    srv.script("/drop", chunks(b'{"a":', then="drop"), reply(200, '{"ok": true}'))
+    srv.script("/bad", reply(400, '{"error": "no"}'))
+    srv.script("/ok", reply(200, "{}"))
+    config = HTTPConfig(url, sleep=lambda _: None)
+    with SyncTransport(config) as transport, taking_turns():
+        turn = _TURN.get()
+        assert turn is not None
+        # A body lost mid-read is retried; the retry takes the turn again.
+        with transport.request_in_turn("GET", "/drop") as response:
+            assert response.json() == {"ok": True}
+        assert srv.hits("/drop") == 2
+        assert _turn_is_free(turn)
+        with pytest.raises(BadRequestError):
+            with transport.request_in_turn("GET", "/bad"):
+                pass
+        assert _turn_is_free(turn)
+        with pytest.raises(KeyError), transport.request_in_turn("GET", "/ok"):
+            raise KeyError("raised while handling the answer")
+        assert _turn_is_free(turn)
+
+
+def test_outside_taking_turns_request_in_turn_is_request(server) -> None:
+    srv, url = server
+    srv.script("/ok", reply(200, '{"x": 1}'))
+    assert _TURN.get() is None
+    with SyncTransport(HTTPConfig(url)) as transport, transport.request_in_turn("GET", "/ok") as r:
+        assert r.json() == {"x": 1}
