@@ -336,12 +336,8 @@ class OpenAIBackend(HTTPBackend):
         )
 
     def _embed_learn(self, error: BackendHTTPError) -> bool:
-        if (
-            self._embed_base64
-            and error.status != 200
-            and (
-                wire.rejects_param(error, "base64") or wire.rejects_param(error, "encoding_format")
-            )
+        if self._embed_base64 and (
+            wire.rejects_param(error, "base64") or wire.rejects_param(error, "encoding_format")
         ):
             self._embed_base64 = False
             return True

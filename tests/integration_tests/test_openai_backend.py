@@ -180,6 +180,21 @@ async def test_embeddings(base64_mode, sync) -> None:
     assert asked_base64 == expected
 
 
+async def test_embeddings_error_inside_a_200_answer_is_raised_not_learned(server, sync) -> None:
+    # Only a 400/422 that names the parameter makes the backend drop base64 (`rejects_param`);
+    # an error object in a 200 answer is raised as it is, sync and async alike (the sync side
+    # parses inside its retry-on-400 block, so this guards that path).
+    said = '{"error": {"message": "encoding_format base64 failed", "code": 400}}'
+    server.fault(Fault(status=200, body=said))
+    with make(server) as backend, pytest.raises(errors.BadRequestError, match="encoding_format"):
+        await embed(backend, sync, ["a"])
+    assert posts(server, "/v1/embeddings") == 1
+    with make(server) as backend:
+        assert len(await embed(backend, sync, ["a"])) == 1
+    asked = [r.json.get("encoding_format") for r in server.requests if r.path == "/v1/embeddings"]
+    assert asked == ["base64", "base64"]
+
+
 async def test_embeddings_input_checks(server, sync) -> None:
     with make(server) as backend:
         assert await embed(backend, sync, []) == []

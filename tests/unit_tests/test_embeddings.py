@@ -263,9 +263,10 @@ def test_same_object_under_two_asyncio_runs() -> None:
     assert first == second == [vector_for(t, 6) for t in TEXTS[:3]]
 
 
-def test_sync_batches_read_their_answers_in_turns() -> None:
-    # The HTTP backends read and parse each answer in the job's turn (`taking_turns`), so
-    # that threads parsing large answers do not trade the GIL at every read.
+def test_sync_batches_of_one_call_share_one_turn() -> None:
+    # The HTTP backends read and parse each answer in the call's turn (`taking_turns`; the
+    # reading itself is tested in test_http.py), so that threads parsing large answers do
+    # not trade the GIL at every read.
     from langchain_matric._http._sync import _TURN
 
     turns: list[object] = []
