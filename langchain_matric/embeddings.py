@@ -11,7 +11,7 @@ from langchain_core.embeddings import Embeddings
 from pydantic import Field, model_validator
 
 from langchain_matric._adapter import ADAPTER_CONFIG, MatricBase, amap_bounded, map_bounded
-from langchain_matric._http import taking_turns
+from langchain_matric._turns import taking_turns
 from langchain_matric.backends._protocols import EmbeddingBackend
 from langchain_matric.errors import ConfigurationError, EmbeddingDimensionError
 

@@ -27,7 +27,8 @@ from langchain_matric._http._config import (
     redact_headers,
     redact_url,
 )
-from langchain_matric._http._sync import SyncTransport, taking_turns
+from langchain_matric._http._sync import SyncTransport
+from langchain_matric._turns import taking_turns
 
 __all__ = [
     "AsyncStreamResponse",

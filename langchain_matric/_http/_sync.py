@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -43,6 +42,7 @@ from langchain_matric._http._config import (
     RedactURLs,
     client_settings,
 )
+from langchain_matric._turns import current_turn
 from langchain_matric.errors import BackendHTTPError, MatricError
 
 _httpx_logger = logging.getLogger("httpx")
@@ -90,32 +90,6 @@ def _body(response: httpx.Response) -> Iterable[bytes]:
     ):
         return stream
     return response.iter_bytes()
-
-
-_TURN: ContextVar[threading.RLock | None] = ContextVar("langchain_matric_turn", default=None)
-
-
-@contextlib.contextmanager
-def taking_turns() -> Iterator[None]:
-    """Within the block, `request_in_turn()` answers are read and handled one at a time.
-
-    For one job's concurrent requests (threads started with this context, as
-    `ContextThreadPoolExecutor` does) whose answers are large and CPU-bound to parse, such
-    as embeddings: the GIL runs that work one thread at a time anyway, and a thread reading
-    its body (64 KiB per read, each read releasing the GIL) while another parses hands the
-    GIL back and forth at every read: ~11,000 context switches and ~0.1 s of CPU per
-    10,000 vectors of 768 floats. Sending and waiting for the answers still overlap, and
-    the kernel keeps receiving every body while its thread waits for its turn.
-
-    Example:
-        >>> with taking_turns():  # doctest: +SKIP
-        ...     vectors = map_bounded(backend.embed_texts, batches, 4)
-    """
-    token = _TURN.set(threading.RLock())
-    try:
-        yield
-    finally:
-        _TURN.reset(token)
 
 
 class _Phase:
@@ -245,7 +219,7 @@ class SyncTransport:
             self.config, self._base, method, path,
             json=json, params=params, extra_headers=headers, model=model,
         )  # fmt: skip
-        turn = _TURN.get()
+        turn = current_turn()
         deadline = Deadline(self.config.timeouts.total)
         response, _ = self._send(call, deadline, stream=False, turn=turn)
         try:

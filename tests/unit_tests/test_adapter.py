@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import pickle
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -546,3 +549,26 @@ def test_serialized_form_for_tracers_has_no_secret() -> None:
     text = repr(chat._serialized)
     assert "hunter2" not in text
     assert "sk-secret" not in text
+
+
+def test_importing_the_classes_loads_no_transport_backend_or_config() -> None:
+    # The HTTP layer, the backends, the config loader and the optional packages load on
+    # first use: a fresh interpreter, so nothing imported by other tests can hide one.
+    code = (
+        "import json, sys; from langchain_matric import ChatMatric, MatricEmbeddings, MatricLLM; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert {"langchain_matric.chat_models", "langchain_matric.embeddings"} <= loaded
+    for lazy in (
+        "langchain_matric._http",
+        "langchain_matric.backends.openai",
+        "langchain_matric.backends.ollama",
+        "langchain_matric.backends._selector",
+        "langchain_matric.config",
+        "aiohttp",
+        "tqdm",
+        "pydantic_settings",
+    ):
+        assert lazy not in loaded, f"{lazy} is imported with the package"

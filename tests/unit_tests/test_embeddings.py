@@ -267,16 +267,16 @@ def test_sync_batches_of_one_call_share_one_turn() -> None:
     # The HTTP backends read and parse each answer in the call's turn (`taking_turns`; the
     # reading itself is tested in test_http.py), so that threads parsing large answers do
     # not trade the GIL at every read.
-    from langchain_matric._http._sync import _TURN
+    from langchain_matric._turns import current_turn
 
     turns: list[object] = []
 
     class Recording(FakeEmbeddingBackend):
         def embed_texts(self, texts: Any) -> list[list[float]]:
-            turns.append(_TURN.get())
+            turns.append(current_turn())
             return super().embed_texts(texts)
 
     embeddings = MatricEmbeddings(backend=Recording(), chunk_size=2, max_concurrency=3)
     assert embeddings.embed_documents(TEXTS) == [vector_for(t, 6) for t in TEXTS]
     assert len(turns) == 5 and turns[0] is not None and all(t is turns[0] for t in turns)
-    assert _TURN.get() is None  # only for the call
+    assert current_turn() is None  # only for the call

@@ -38,7 +38,8 @@ from langchain_matric._http import (
 )
 from langchain_matric._http._async import new_session
 from langchain_matric._http._config import client_settings
-from langchain_matric._http._sync import _TURN, new_pool
+from langchain_matric._http._sync import new_pool
+from langchain_matric._turns import current_turn
 from langchain_matric.errors import (
     AuthenticationError,
     BackendConnectionError,
@@ -996,7 +997,7 @@ def test_the_turn_is_given_back_after_failures_retries_and_errors_in_the_block(s
     srv.script("/ok", reply(200, "{}"))
     config = HTTPConfig(url, sleep=lambda _: None)
     with SyncTransport(config) as transport, taking_turns():
-        turn = _TURN.get()
+        turn = current_turn()
         assert turn is not None
         # A body lost mid-read is retried; the retry takes the turn again.
         with transport.request_in_turn("GET", "/drop") as response:
@@ -1015,6 +1016,6 @@ def test_the_turn_is_given_back_after_failures_retries_and_errors_in_the_block(s
 def test_outside_taking_turns_request_in_turn_is_request(server) -> None:
     srv, url = server
     srv.script("/ok", reply(200, '{"x": 1}'))
-    assert _TURN.get() is None
+    assert current_turn() is None
     with SyncTransport(HTTPConfig(url)) as transport, transport.request_in_turn("GET", "/ok") as r:
         assert r.json() == {"x": 1}
