@@ -28,7 +28,6 @@ from langchain_matric._http._config import (
     redact_url,
 )
 from langchain_matric._http._sync import SyncTransport
-from langchain_matric._turns import taking_turns
 
 __all__ = [
     "AsyncStreamResponse",
@@ -41,5 +40,4 @@ __all__ = [
     "Timeouts",
     "redact_headers",
     "redact_url",
-    "taking_turns",
 ]

@@ -13,6 +13,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 from pydantic import ValidationError
 
+from langchain_matric._turns import current_turn
 from langchain_matric.embeddings import MatricEmbeddings
 from langchain_matric.errors import EmbeddingDimensionError, ServerError
 from tests.unit_tests._matric_fakes import FakeEmbeddingBackend, PlainBackend, vector_for
@@ -267,8 +268,6 @@ def test_sync_batches_of_one_call_share_one_turn() -> None:
     # The HTTP backends read and parse each answer in the call's turn (`taking_turns`; the
     # reading itself is tested in test_http.py), so that threads parsing large answers do
     # not trade the GIL at every read.
-    from langchain_matric._turns import current_turn
-
     turns: list[object] = []
 
     class Recording(FakeEmbeddingBackend):

@@ -34,12 +34,11 @@ from langchain_matric._http import (
     SyncTransport,
     Timeouts,
     redact_url,
-    taking_turns,
 )
 from langchain_matric._http._async import new_session
 from langchain_matric._http._config import client_settings
 from langchain_matric._http._sync import new_pool
-from langchain_matric._turns import current_turn
+from langchain_matric._turns import current_turn, taking_turns
 from langchain_matric.errors import (
     AuthenticationError,
     BackendConnectionError,
