@@ -8,6 +8,8 @@ import types
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.unit_tests import EmbeddingsUnitTests
@@ -92,6 +94,32 @@ def test_batches_respect_the_character_budget() -> None:
     assert [v[0] for v in vectors] == [40.0, 40.0, 40.0, 200.0, 10.0]
     # A text over the budget still goes, alone and whole.
     assert [[len(t) for t in b] for b in backend.batches] == [[40, 40], [40], [200], [10]]
+
+
+def _greedy_batches(texts: list[str], size: int, budget: int) -> list[list[str]]:
+    """The batching rule, one text at a time: what `_batches` must cut."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    for text in texts:
+        if current and (len(current) >= size or sum(map(len, current)) + len(text) > budget):
+            batches.append(current)
+            current = []
+        current.append(text)
+    return [*batches, current] if current else batches
+
+
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=12), max_size=40),
+    size=st.integers(min_value=1, max_value=8),
+    budget=st.integers(min_value=1, max_value=40),
+)
+def test_batches_cut_as_the_one_text_at_a_time_rule(
+    texts: list[str], size: int, budget: int
+) -> None:
+    embeddings = MatricEmbeddings(
+        backend=FakeEmbeddingBackend(), chunk_size=size, max_batch_chars=budget
+    )
+    assert embeddings._batches(texts) == _greedy_batches(texts, size, budget)
 
 
 def test_empty_input_sends_nothing() -> None:
