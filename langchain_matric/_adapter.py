@@ -33,6 +33,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager, null
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import pydantic
 from langchain_core.language_models import LangSmithParams
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import (
@@ -92,16 +93,21 @@ _RESERVED_KWARGS = frozenset(
 )
 
 
+_REBUILD_IS_THREAD_SAFE = tuple(map(int, pydantic.VERSION.split(".")[:2])) >= (2, 14)
+"""pydantic < 2.14 rebuilds a deferred class without a lock: threads creating the first
+instances at once could validate with a parent's validator (pydantic#11849, #13419)."""
+
 ADAPTER_CONFIG = ConfigDict(
     extra="forbid",
     arbitrary_types_allowed=True,
     protected_namespaces=(),
-    defer_build=True,
+    defer_build=_REBUILD_IS_THREAD_SAFE,
 )
 """Set on each public class too: the last base's config wins (core's ignores extras).
 
 `defer_build`: pydantic builds a class's validator at its first instantiation instead of
-at import (~25 ms of the package's import here; the first instance pays ~4 ms once).
+at import (~25 ms of the package's import here; the first instance pays ~4 ms once), where
+pydantic does that safely.
 """
 
 

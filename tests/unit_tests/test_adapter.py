@@ -572,3 +572,41 @@ def test_importing_the_classes_loads_no_transport_backend_or_config() -> None:
         "pydantic_settings",
     ):
         assert lazy not in loaded, f"{lazy} is imported with the package"
+
+
+_FIRST_INSTANCES_AT_ONCE = """
+import json, threading
+from langchain_matric import ChatMatric, MatricEmbeddings, MatricLLM
+
+start = threading.Barrier(24)
+outcomes = []
+
+def first_instance(cls):
+    start.wait()
+    try:
+        cls(backend="openai", model="m", tempreature=0.5)  # misspelt: must be refused
+        outcomes.append("accepted")
+    except Exception as exc:
+        outcomes.append(type(exc).__name__)
+
+threads = [
+    threading.Thread(target=first_instance, args=(cls,))
+    for cls in (ChatMatric, MatricEmbeddings, MatricLLM)
+    for _ in range(8)
+]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(outcomes))
+"""
+
+
+def test_first_instances_created_at_once_in_threads_are_all_validated() -> None:
+    # With pydantic's deferred build, the classes' validators are built by the first
+    # instance: threads racing to create it must all get our validator (which refuses
+    # unknown arguments), never langchain-core's (which ignores them).
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_INSTANCES_AT_ONCE], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == ["ValidationError"] * 24
