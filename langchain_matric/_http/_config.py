@@ -74,8 +74,9 @@ def redact_url(url: str) -> str:
 class RedactURLs(logging.Filter):
     """Redacts secret query values and credentials in the URLs a library logs.
 
-    httpx logs every request's URL at INFO ("HTTP Request: POST http://...?api-key=...");
-    installed on its logger, this replaces such URL arguments with `redact_url(url)`.
+    httpx logs every request's URL at INFO ("HTTP Request: POST http://...?api-key=..."),
+    urllib3 its path and query at DEBUG; installed on their loggers, this replaces such
+    URL arguments with `redact_url(url)`.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -89,7 +90,7 @@ def _leaky(arg: object) -> bool:
     if arg is None or isinstance(arg, int | float | bytes):
         return False
     text = str(arg)
-    return "://" in text and bool(url_secrets(text))
+    return ("://" in text or "?" in text) and bool(url_secrets(text))
 
 
 def url_secrets(url: str) -> tuple[str, ...]:

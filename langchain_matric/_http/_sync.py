@@ -1,10 +1,10 @@
-"""The sync transport, on httpx.
+"""The sync transport: httpx's interface over urllib3's connections (`_wire`).
 
-Timeouts: `connect` -> httpx connect; `first_byte` -> httpx read (and write) until the head;
-`idle` -> httpx read for the body, set after the head arrived by updating the request's
-`timeout` extension (httpcore reads it when body iteration starts,
-`HTTP11Connection._receive_response_body`); `total` -> a deadline that clamps each of
-those and is checked between body chunks.
+Timeouts: `connect` -> connecting (and, in urllib3, sending); `first_byte` -> the read
+timeout until the head; `idle` -> the read timeout for the body, set after the head arrived
+by updating the request's `timeout` extension (the wire reads it when body iteration
+starts, as httpcore does); `total` -> a deadline that clamps each of those and is checked
+between body chunks.
 """
 
 from __future__ import annotations
@@ -42,26 +42,19 @@ from langchain_matric._http._config import (
     RedactURLs,
     client_settings,
 )
+from langchain_matric._http._wire import WireTransport
 from langchain_matric._turns import current_turn
 from langchain_matric.errors import BackendHTTPError, MatricError
 
-_httpx_logger = logging.getLogger("httpx")
-if not any(isinstance(f, RedactURLs) for f in _httpx_logger.filters):
-    _httpx_logger.addFilter(RedactURLs())  # httpx logs each URL, `?api-key=...` included
+for _name in ("httpx", "urllib3.connectionpool"):  # each logs every URL, `?api-key=` too
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, RedactURLs) for f in _logger.filters):
+        _logger.addFilter(RedactURLs())
 
 
-def new_pool(settings: ClientSettings) -> httpx.HTTPTransport:
-    """An httpx connection pool with exactly these settings (see `new_session` for aiohttp)."""
-    return httpx.HTTPTransport(
-        verify=settings.ssl_context,
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_keepalive_connections,
-            keepalive_expiry=settings.keepalive_expiry,
-        ),
-        proxy=settings.proxy,
-        trust_env=False,  # the environment was read once, by client_settings()
-    )
+def new_pool(settings: ClientSettings) -> httpx.BaseTransport:
+    """The connection pool for these settings (see `new_session` for aiohttp's)."""
+    return WireTransport(settings)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,9 +99,10 @@ class _Phase:
 
 
 class SyncTransport:
-    """HTTP for the sync code paths: an httpx connection pool, created lazily.
+    """HTTP for the sync code paths: a connection pool (`WireTransport`), created lazily.
 
-    Requests go straight to an `httpx.HTTPTransport`, not through an `httpx.Client`: we
+    Requests go straight to the pool, an `httpx.BaseTransport`, not through an
+    `httpx.Client` (a `transport=` given instead is used the same way): we
     build every URL and header ourselves, never follow redirects and keep no cookies, and
     the client's per-request machinery for those (URL and header merging, the auth and
     redirect loops, the cookie jar) cost about 0.3 ms a request (bench, case b). The pool
@@ -300,7 +294,7 @@ class SyncTransport:
         try:
             idle, phase.idle = deadline.clamp(timeouts.idle, "idle")
             phase.in_body = True
-            # From here on, body reads wait at most `idle`: httpcore takes the read timeout
+            # From here on, body reads wait at most `idle`: the wire takes the read timeout
             # from this dict when the body iteration starts.
             timeout["read"] = idle
             error = None if response.is_success else self._status_error(response, call)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import gzip
@@ -22,9 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aiohttp
-import httpcore
 import httpx
 import pytest
+import urllib3
 
 from langchain_matric._http import (
     AsyncTransport,
@@ -36,8 +37,9 @@ from langchain_matric._http import (
     redact_url,
 )
 from langchain_matric._http._async import new_session
-from langchain_matric._http._config import client_settings
+from langchain_matric._http._config import KEEPALIVE_EXPIRY, client_settings
 from langchain_matric._http._sync import new_pool
+from langchain_matric._http._wire import WireTransport
 from langchain_matric._turns import current_turn, taking_turns
 from langchain_matric.errors import (
     AuthenticationError,
@@ -630,13 +632,20 @@ def test_sync_pool_is_recreated_after_fork(server) -> None:
     transport = SyncTransport(HTTPConfig(url))
     transport.request("GET", "/x")
     parent_pool = transport._pool
-    assert isinstance(parent_pool, httpx.HTTPTransport)
-    assert len(parent_pool._pool.connections) == 1
+    assert isinstance(parent_pool, WireTransport)
+    assert _open_connections(parent_pool) == 1
     transport._pid = -1  # as if this were a forked child
     transport.request("GET", "/x")
     assert transport._pool is not parent_pool
-    assert parent_pool._pool.connections == []  # closed: this process's copies dropped
+    assert _open_connections(parent_pool) == 0  # closed: this process's copies dropped
     transport.close()
+
+
+def _open_connections(transport: WireTransport) -> int:
+    container = transport._manager.pools  # urllib3's RecentlyUsedContainer: no iteration
+    keys = container.keys()
+    pools = [container[key] for key in keys]
+    return sum(c is not None and c.sock is not None for p in pools for c in p.pool.queue)
 
 
 # ---------------------------------------------------------------------------------------
@@ -659,12 +668,15 @@ async def test_both_stacks_get_identical_settings(tmp_path) -> None:
         assert session.timeout == aiohttp.ClientTimeout(
             total=99.0, connect=None, sock_connect=1.5, sock_read=2.5
         )
-        proxy_pool = pool._pool
-        assert isinstance(proxy_pool, httpcore.HTTPProxy)
-        assert proxy_pool._ssl_context is settings.ssl_context
-        assert (proxy_pool._max_connections, proxy_pool._max_keepalive_connections) == (7, 3)
-        assert proxy_pool._keepalive_expiry == settings.keepalive_expiry
-        assert str(proxy_pool._proxy_url.host, "ascii") == "127.0.0.1"
+        assert isinstance(pool, WireTransport)
+        manager = pool._manager
+        assert isinstance(manager, urllib3.ProxyManager)
+        assert manager.proxy is not None and manager.proxy.host == "127.0.0.1"
+        kw = manager.connection_pool_kw
+        assert kw["ssl_context"] is settings.ssl_context
+        assert (kw["maxsize"], kw["block"]) == (7, True)  # at most 7 connections at once
+        https = manager.pool_classes_by_scheme["https"]
+        assert (https.keep, https.expiry) == (3, settings.keepalive_expiry)  # type: ignore[attr-defined]
         connector = session.connector
         assert isinstance(connector, aiohttp.TCPConnector)
         assert connector._ssl is settings.ssl_context
@@ -1018,3 +1030,87 @@ def test_outside_taking_turns_request_in_turn_is_request(server) -> None:
     assert current_turn() is None
     with SyncTransport(HTTPConfig(url)) as transport, transport.request_in_turn("GET", "/ok") as r:
         assert r.json() == {"x": 1}
+
+
+# ---------------------------------------------------------------------------------------
+# The sync wire: urllib3 connection pools with httpx's limits
+# ---------------------------------------------------------------------------------------
+
+
+def _wire(url: str, **kw: Any) -> WireTransport:
+    return WireTransport(client_settings(HTTPConfig(url, **kw)))
+
+
+def _get(wire: WireTransport, url: str, **timeout: float) -> httpx.Response:
+    limits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0, **timeout}
+    return wire.handle_request(httpx.Request("GET", url, extensions={"timeout": limits}))
+
+
+def _idle(wire: WireTransport) -> list[Any]:
+    container = wire._manager.pools
+    keys = container.keys()
+    return [c for key in keys for c in container[key].pool.queue if c is not None and c.sock]
+
+
+def test_wire_keeps_at_most_max_keepalive_connections_idle(server) -> None:
+    srv, url = server
+    srv.script("/x", reply(200, "{}"))
+    wire = _wire(url, max_connections=4, max_keepalive_connections=1)
+    first, second = _get(wire, url + "/x"), _get(wire, url + "/x")  # two connections at once
+    assert first.read() == second.read() == b"{}"  # read to the end: both handed back
+    assert len(_idle(wire)) == 1
+    wire.close()
+    assert _idle(wire) == []
+
+
+def test_wire_replaces_a_connection_idle_past_the_expiry(server) -> None:
+    srv, url = server
+    srv.script("/x", reply())
+    wire = _wire(url)
+    _get(wire, url + "/x").read()
+    [conn] = _idle(wire)
+    sock = conn.sock
+    _get(wire, url + "/x").read()
+    assert conn.sock is sock  # reused while fresh
+    conn.matric_idle_since -= KEEPALIVE_EXPIRY + 1  # as if idle that long
+    _get(wire, url + "/x").read()
+    assert conn.sock is not sock and sock.fileno() == -1  # closed, and a new one made
+    wire.close()
+
+
+def test_wire_waits_for_a_connection_at_most_the_pool_timeout(server) -> None:
+    srv, url = server
+    srv.script("/s", chunks(then="forever"))
+    srv.script("/x", reply(200, "{}"))
+    wire = _wire(url, max_connections=1, max_keepalive_connections=1)
+    held = _get(wire, url + "/s")
+    started = time.monotonic()
+    with pytest.raises(httpx.PoolTimeout):
+        _get(wire, url + "/x", pool=0.2)
+    assert 0.15 < time.monotonic() - started < 5
+    next(held.iter_raw())
+    held.close()  # unread to the end: its connection is closed, and the slot freed
+    assert srv.disconnected.wait(10)
+    assert _get(wire, url + "/x", pool=0.2).read() == b"{}"
+    wire.close()
+
+
+def test_wire_hands_out_each_chunk_frame_as_it_arrives(server) -> None:
+    srv, url = server
+    srv.script("/s", chunks(b"data: a\n\n", b"data: bb\n\n", delay=0.05))
+    wire = _wire(url)
+    with contextlib.closing(_get(wire, url + "/s")) as response:
+        assert list(response.iter_raw()) == [b"data: a\n\n", b"data: bb\n\n"]
+    wire.close()
+
+
+async def test_http_proxy_gets_the_absolute_url_and_its_credentials(server, connect) -> None:
+    proxy, proxy_url = server
+    target = "http://upstream.invalid"
+    proxy.script(f"{target}/v1/x", reply(200, '{"via": "proxy"}'))
+    client = connect(target + "/v1", proxy=proxy_url.replace("://", "://user:p%40ss@"))
+    assert (await client.request("GET", "/x")).json() == {"via": "proxy"}
+    [seen] = proxy.seen
+    assert seen.path == f"{target}/v1/x"
+    credentials = {k.lower(): v for k, v in seen.headers.items()}["proxy-authorization"]
+    assert credentials == "Basic " + base64.b64encode(b"user:p@ss").decode()

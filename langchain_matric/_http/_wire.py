@@ -1,0 +1,226 @@
+"""The sync stack's wire: an httpx transport whose connections are urllib3's.
+
+httpx stays the interface — `httpx.Request` in, `httpx.Response` out, httpx's exception
+classes out of every failure, and any `httpx.BaseTransport` may be injected instead of
+this one — while urllib3 (the HTTP layer under requests and botocore, already installed
+with langchain-core) moves the bytes. httpx's own transport parses HTTP/1.1 with h11, in
+pure Python: on the benchmark machine ~21 us per chunk frame of a stream and ~4.4 ms per
+2 MB body; urllib3 reads through http.client's C-buffered reader: ~3.5 us per frame and
+~1 ms per 2 MB (bench/RESULTS.md, "the sync wire"). Only HTTP/1.1 and http(s) proxies,
+which is all this package uses.
+
+Pool semantics are httpx's: at most `max_connections` connections at once (a request
+waiting longer than the `pool` timeout for one fails with `httpx.PoolTimeout`), at most
+`max_keepalive_connections` of them kept idle, none kept idle longer than the expiry.
+
+Timeouts come from the request's `timeout` extension, as with httpx: `connect` bounds
+connecting and sending (urllib3 sends under the connect timeout), `read` the wait for the
+head and, read again when the body iteration starts, every read of the body (the sync
+transport switches it to `idle` once the head has arrived, as it does for httpcore).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import urllib3
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    EmptyPoolError,
+    NewConnectionError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.response import HTTPResponse
+
+from langchain_matric._http._config import ClientSettings
+
+__all__ = ["WireTransport"]
+
+_READ_SIZE = 1 << 20
+"""Most bytes per read of a body without chunked framing (a read returns what has arrived)."""
+
+
+class WireTransport(httpx.BaseTransport):
+    """An `httpx.BaseTransport` over urllib3 connection pools, built from `ClientSettings`.
+
+    Example:
+        >>> transport = WireTransport(client_settings(HTTPConfig("http://127.0.0.1:8000")))
+        >>> request = httpx.Request("GET", "http://127.0.0.1:8000/v1/models")
+        >>> transport.handle_request(request).read()  # doctest: +SKIP
+        b'{"object": "list", ...}'
+        >>> transport.close()
+    """
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self._manager = _manager(settings)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; return once the head has arrived, the body still unread."""
+        timeout = request.extensions.get("timeout", {})
+        headers = urllib3.HTTPHeaderDict()
+        for name, value in request.headers.multi_items():
+            headers.add(name, value)
+        body = request.read()
+        with _httpx_errors():
+            response = self._manager.urlopen(
+                request.method,
+                str(request.url),
+                body=body or None,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,  # httpx decodes, as it does for its own transport
+                timeout=urllib3.Timeout(connect=timeout.get("connect"), read=timeout.get("read")),
+                pool_timeout=timeout.get("pool"),
+            )
+        return httpx.Response(
+            response.status,
+            headers=list(response.headers.items()),
+            stream=_Body(cast("HTTPResponse", response), timeout),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": response.reason.encode("latin-1", "replace")
+                if response.reason
+                else b"",
+            },
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection (a later request opens new ones)."""
+        self._manager.clear()
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body as it arrives: one item per chunk frame, or per read otherwise.
+
+    Duck-typed where vcrpy's replay stub (an `http.client.HTTPResponse`, no connection,
+    no chunked framing) comes through instead of urllib3's response.
+    """
+
+    def __init__(self, response: HTTPResponse, timeout: dict[str, Any]) -> None:
+        self._response = response
+        self._timeout = timeout
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        sock = getattr(getattr(response, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(self._timeout.get("read"))  # `idle` by now: see the module
+        with _httpx_errors():
+            if getattr(response, "chunked", False) and response.supports_chunked_reads():
+                yield from response.read_chunked()  # undecoded: decode_content=False at open
+            else:
+                while chunk := response.read1(_READ_SIZE):
+                    yield chunk
+
+    def close(self) -> None:
+        """Back to the pool when read to the end (urllib3 does that); else closed first."""
+        response = self._response
+        if getattr(response, "connection", None) is not None:  # still held: not read to the end
+            response.close()
+            response.release_conn()
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """urllib3's exceptions as the httpx ones they correspond to (the sync stack maps those)."""
+    try:
+        yield
+    except EmptyPoolError as exc:
+        raise httpx.PoolTimeout(str(exc)) from exc
+    except NewConnectionError as exc:  # before its base class, ConnectTimeoutError
+        raise httpx.ConnectError(str(exc)) from exc
+    except ConnectTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc)) from exc
+    except ReadTimeoutError as exc:
+        raise httpx.ReadTimeout(str(exc)) from exc
+    except ProxyError as exc:
+        raise httpx.ProxyError(str(exc)) from exc
+    except SSLError as exc:
+        raise httpx.ConnectError(str(exc)) from exc
+    except urllib3.exceptions.ProtocolError as exc:
+        cause = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(cause, TimeoutError):  # sending stalled: urllib3 calls it "aborted"
+            raise httpx.WriteTimeout(str(exc)) from exc
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise httpx.TransportError(str(exc)) from exc
+
+
+class _KeptAlive(HTTPConnectionPool):
+    """A host's pool keeping at most `keep` idle connections, none idle over `expiry` s."""
+
+    keep = 10
+    expiry = 5.0
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "matric_idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > self.expiry:
+            conn.close()  # reconnects when used
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None and conn.sock is not None:
+            idle = self.pool.queue if self.pool is not None else ()
+            if sum(1 for c in list(idle) if c is not None and c.sock is not None) >= self.keep:
+                conn.close()
+            conn.matric_idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+
+class _KeptAliveTLS(_KeptAlive, HTTPSConnectionPool):
+    """`_KeptAlive` for https, without urllib3's `InsecureRequestWarning` on every request.
+
+    That warning is the only other thing `HTTPSConnectionPool._validate_conn` does;
+    `verify=False` is the user's explicit choice, logged once by `HTTPConfig`.
+    """
+
+    def _validate_conn(self, conn: Any) -> None:
+        HTTPConnectionPool._validate_conn(self, conn)
+        if conn.is_closed:
+            conn.connect()  # early, as urllib3 does, so TLS errors surface here
+
+
+@functools.cache
+def _pool_classes(keep: int, expiry: float) -> dict[str, type[HTTPConnectionPool]]:
+    limits = {"keep": keep, "expiry": expiry}
+    return {
+        "http": type("KeptAlive", (_KeptAlive,), limits),
+        "https": type("KeptAliveTLS", (_KeptAliveTLS,), limits),
+    }
+
+
+def _manager(settings: ClientSettings) -> urllib3.PoolManager:
+    pool_kw: dict[str, Any] = {
+        "maxsize": settings.max_connections,
+        "block": True,  # at most max_connections at once; waits up to the pool timeout
+        "ssl_context": settings.ssl_context,
+    }
+    manager: urllib3.PoolManager
+    if settings.proxy is None:
+        manager = urllib3.PoolManager(**pool_kw)
+    else:
+        parts = urlsplit(settings.proxy)
+        auth = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        manager = urllib3.ProxyManager(
+            settings.proxy,
+            proxy_headers=urllib3.make_headers(proxy_basic_auth=auth) if parts.username else None,
+            proxy_ssl_context=settings.ssl_context if parts.scheme == "https" else None,
+            **pool_kw,
+        )
+    manager.pool_classes_by_scheme = _pool_classes(
+        settings.max_keepalive_connections, settings.keepalive_expiry
+    )
+    return manager
