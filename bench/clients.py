@@ -287,3 +287,43 @@ def fused_model(kind: str, url: str, body: dict[str, Any], sse: bool) -> Any:
 
     source = HttpxFloor(url, body, sse)
     return FusedChat(source=source) if kind == "chat" else FusedLLM(source=source)
+
+
+class WireReader:
+    """Reads a response's raw bytes through one sync transport: httpx's own or our wire.
+
+    No decoding and no LangChain: what each transport alone costs to move the bytes of a
+    streamed answer (one chunk frame per event) and of whole embedding answers.
+    """
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self.transport = transport
+
+    def read(self, url: str, body: bytes, stream: bool) -> int:
+        request = httpx.Request(
+            "POST",
+            url,
+            content=body,
+            headers={"content-type": "application/json"},
+            extensions={"timeout": {"connect": 60, "read": 60, "write": 60, "pool": 60}},
+        )
+        response = self.transport.handle_request(request)
+        try:
+            if stream:
+                return sum(len(chunk) for chunk in response.stream)
+            return len(response.read())
+        finally:
+            response.close()
+
+
+def wire_transports() -> dict[str, httpx.BaseTransport]:
+    from langchain_matric._http import HTTPConfig
+    from langchain_matric._http._config import client_settings
+    from langchain_matric._http._wire import WireTransport
+
+    return {
+        "floor: httpx.HTTPTransport (httpcore, h11)": httpx.HTTPTransport(),
+        "ours: WireTransport (urllib3)": WireTransport(
+            client_settings(HTTPConfig("http://127.0.0.1"))
+        ),
+    }

@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (report tables are long f-strings)
 """Run the whole benchmark and write `bench/RESULTS.md`.
 
-`python -m bench [--quick] [--reps N] [--only a,b,c,d,e,f,g] [--out PATH]`
+`python -m bench [--quick] [--reps N] [--only a,b,b2,c,d,e,f,g,h] [--out PATH]`
 
 Every metric group is measured interleaved: each repetition runs every case of the group
 once, in an order rotated by one each repetition, after one untimed warm-up of each. The
@@ -396,6 +396,40 @@ def concurrency_groups(srv: Server, width: int, n: int) -> list[Group]:
             )
         )
     return groups
+
+
+def wire_groups(srv: Server, n: int, texts: int) -> list[Group]:
+    """(h) The sync transports alone: the bytes of one stream, and of whole embedding answers."""
+    readers = {name: C.WireReader(t) for name, t in C.wire_transports().items()}
+    url, body = C.floor_request("openai", "chat", f"bench-n{n}", srv.fast)
+    stream_body = json.dumps(body).encode()
+    batch = [f"short text number {i} about a thing" for i in range(512)]
+    embed_url = C.openai_url(srv.fast) + "/embeddings"
+    embed_body = json.dumps(
+        {"model": "bench-emb", "input": batch, "encoding_format": "base64"}
+    ).encode()
+    answers = -(-texts // len(batch))
+
+    def stream(reader: C.WireReader) -> Callable[[], int]:
+        return lambda: reader.read(url, stream_body, stream=True)
+
+    def whole(reader: C.WireReader) -> Callable[[], int]:
+        return lambda: sum(reader.read(embed_url, embed_body, stream=False) for _ in range(answers))
+
+    return [
+        Group(
+            f"(h) sync transport alone: the raw bytes of a {n:,}-frame chat stream",
+            [Case(name, stream(r), name.split(":")[0]) for name, r in readers.items()],
+            floor=next(iter(readers)),
+            note="stream",
+        ),
+        Group(
+            f"(h) sync transport alone: {answers} whole embedding answers of 512 vectors (base64)",
+            [Case(name, whole(r), name.split(":")[0]) for name, r in readers.items()],
+            floor=next(iter(readers)),
+            note="whole",
+        ),
+    ]
 
 
 OUTPUT_FLOOR = "output floor: the same answers decoded from memory, no HTTP"
@@ -823,7 +857,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="langchain-matric benchmark")
     parser.add_argument("--quick", action="store_true", help="a smoke check in under a minute")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--only", default="a,b,b2,c,d,e,f,g", help="metrics to run")
+    parser.add_argument("--only", default="a,b,b2,c,d,e,f,g,h", help="metrics to run")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args(argv)
     args.reps = args.reps or (3 if args.quick else 5)
@@ -855,6 +889,8 @@ def main(argv: list[str] | None = None) -> None:
             ]
         if "d" in only:
             groups += [runner.measure(g) for g in embedding_groups(srv, sizes["embed"])]
+        if "h" in only:
+            groups += [runner.measure(g) for g in wire_groups(srv, sizes["n"], sizes["embed"])]
         import_reps = 1 if q else args.reps * IMPORT_REPS_FACTOR
         imports = import_results(import_reps, q) if "e" in only else None
         rss = rss_results(srv, sizes["n"], sizes["streams"], q) if "f" in only else None

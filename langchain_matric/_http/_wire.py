@@ -45,6 +45,9 @@ from langchain_matric._http._config import ClientSettings
 
 __all__ = ["WireTransport"]
 
+_NO_RETRY = urllib3.Retry(total=False, redirect=False)
+"""What urllib3 makes of `retries=False`, made once (it logs each conversion at DEBUG)."""
+
 _READ_SIZE = 1 << 20
 """Most bytes per read of a body without chunked framing (a read returns what has arrived)."""
 
@@ -62,43 +65,61 @@ class WireTransport(httpx.BaseTransport):
 
     def __init__(self, settings: ClientSettings) -> None:
         self._manager = _manager(settings)
+        self._proxied = settings.proxy is not None
+        self._pools: dict[tuple[str, str, int | None], HTTPConnectionPool] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; return once the head has arrived, the body still unread."""
         timeout = request.extensions.get("timeout", {})
-        headers = urllib3.HTTPHeaderDict()
-        for name, value in request.headers.multi_items():
-            headers.add(name, value)
-        body = request.read()
+        url = request.url
+        options: dict[str, Any] = {
+            "body": request.read() or None,
+            "headers": _headers(request.headers),
+            "retries": _NO_RETRY,  # retries are the sync transport's (`RetryPolicy`)
+            "redirect": False,
+            "assert_same_host": False,
+            "preload_content": False,
+            "decode_content": False,  # httpx decodes, as it does for its own transport
+            "timeout": urllib3.Timeout(connect=timeout.get("connect"), read=timeout.get("read")),
+            "pool_timeout": timeout.get("pool"),
+        }
         with _httpx_errors():
-            response = self._manager.urlopen(
-                request.method,
-                str(request.url),
-                body=body or None,
-                headers=headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=False,  # httpx decodes, as it does for its own transport
-                timeout=urllib3.Timeout(connect=timeout.get("connect"), read=timeout.get("read")),
-                pool_timeout=timeout.get("pool"),
-            )
+            if self._proxied:  # the proxy manager adds absolute-form targets, tunnels, auth
+                response = self._manager.urlopen(request.method, str(url), **options)
+            else:  # straight to the origin's pool: ~0.15 ms a request less than the manager
+                target = url.raw_path.decode("ascii")
+                response = self._pool(url).urlopen(request.method, target, **options)
         return httpx.Response(
             response.status,
             headers=list(response.headers.items()),
             stream=_Body(cast("HTTPResponse", response), timeout),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": response.reason.encode("latin-1", "replace")
-                if response.reason
-                else b"",
-            },
         )
+
+    def _pool(self, url: httpx.URL) -> HTTPConnectionPool:
+        """The origin's pool, remembered; asked of the manager again once it was closed."""
+        key = (url.scheme, url.host, url.port)
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:  # new origin, or closed (`close`, eviction)
+            pool = self._pools[key] = self._manager.connection_from_host(
+                url.host, url.port, url.scheme
+            )
+        return pool
 
     def close(self) -> None:
         """Close every pooled connection (a later request opens new ones)."""
         self._manager.clear()
+
+
+def _headers(headers: httpx.Headers) -> dict[str, str] | urllib3.HTTPHeaderDict:
+    """The request's fields for urllib3: a plain dict (cheaper), unless a name repeats."""
+    items = headers.multi_items()
+    fields = dict(items)
+    if len(fields) == len(items):
+        return fields
+    repeated = urllib3.HTTPHeaderDict()
+    for name, value in items:
+        repeated.add(name, value)
+    return repeated
 
 
 class _Body(httpx.SyncByteStream):
