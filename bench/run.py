@@ -424,7 +424,7 @@ def wire_groups(srv: Server, n: int, texts: int) -> list[Group]:
             note="stream",
         ),
         Group(
-            f"(h) sync transport alone: {answers} whole embedding answers of 512 vectors (base64)",
+            f"(h) sync transport alone: {answers} whole embedding answer(s) of 512 vectors (base64)",
             [Case(name, whole(r), name.split(":")[0]) for name, r in readers.items()],
             floor=next(iter(readers)),
             note="whole",
