@@ -1,7 +1,7 @@
 """The sync transport: httpx's interface over urllib3's connections (`_wire`).
 
-Timeouts: `connect` -> connecting (and, in urllib3, sending); `first_byte` -> the read
-timeout until the head; `idle` -> the read timeout for the body, set after the head arrived
+Timeouts: `connect` -> connecting; `first_byte` -> the read timeout for sending the request
+and until the head; `idle` -> the read timeout for the body, set after the head arrived
 by updating the request's `timeout` extension (the wire reads it when body iteration
 starts, as httpcore does); `total` -> a deadline that clamps each of those and is checked
 between body chunks.

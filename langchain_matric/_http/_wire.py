@@ -6,7 +6,7 @@ this one — while urllib3 (the HTTP layer under requests and botocore, already 
 with langchain-core) moves the bytes. httpx's own transport parses HTTP/1.1 with h11, in
 pure Python: on the benchmark machine ~21 us per chunk frame of a stream and ~4.4 ms per
 2 MB body; urllib3 reads through http.client's C-buffered reader: ~3.5 us per frame and
-~1 ms per 2 MB (bench/RESULTS.md, "the sync wire"). Only HTTP/1.1 and http(s) proxies,
+~1 ms per 2 MB (bench/RESULTS.md, group (h)). Only HTTP/1.1 and http(s) proxies,
 which is all this package uses.
 
 Pool semantics are httpx's: at most `max_connections` connections at once (a request
@@ -14,9 +14,9 @@ waiting longer than the `pool` timeout for one fails with `httpx.PoolTimeout`), 
 `max_keepalive_connections` of them kept idle, none kept idle longer than the expiry.
 
 Timeouts come from the request's `timeout` extension, as with httpx: `connect` bounds
-connecting and sending (urllib3 sends under the connect timeout), `read` the wait for the
-head and, read again when the body iteration starts, every read of the body (the sync
-transport switches it to `idle` once the head has arrived, as it does for httpcore).
+connecting, `read` sending the request (urllib3 alone would send under `connect`), the wait
+for the head and, read again when the body iteration starts, every read of the body (the
+sync transport switches it to `idle` once the head has arrived, as it did for httpcore).
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class WireTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         """Close every pooled connection (a later request opens new ones)."""
+        self._pools.clear()
         self._manager.clear()
 
 
@@ -180,10 +181,25 @@ def _httpx_errors() -> Iterator[None]:
 
 
 class _KeptAlive(HTTPConnectionPool):
-    """A host's pool keeping at most `keep` idle connections, none idle over `expiry` s."""
+    """A host's pool keeping at most `keep` idle connections, none idle over `expiry` s.
+
+    It also sends each request under the read timeout (`first_byte`), as httpx and aiohttp
+    do, where urllib3 sends under the connect timeout.
+    """
 
     keep = 10
     expiry = 5.0
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
+        timeout = kw.get("timeout")
+        if isinstance(timeout, urllib3.Timeout):
+            if conn.is_closed:  # connect now, under the connect timeout (urlopen maps errors)
+                conn.timeout = timeout.connect_timeout
+                conn.connect()
+            # What urllib3 sends under is the "connect" timeout: make that the read one.
+            read = timeout.read_timeout
+            kw["timeout"] = urllib3.Timeout(connect=read, read=read)
+        return super()._make_request(conn, method, url, *args, **kw)
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)
