@@ -56,6 +56,9 @@ class WireTransport(httpx.BaseTransport):
     """An `httpx.BaseTransport` over urllib3 connection pools, built from `ClientSettings`.
 
     Example:
+        >>> import httpx
+        >>> from langchain_matric._http import HTTPConfig
+        >>> from langchain_matric._http._config import client_settings
         >>> transport = WireTransport(client_settings(HTTPConfig("http://127.0.0.1:8000")))
         >>> request = httpx.Request("GET", "http://127.0.0.1:8000/v1/models")
         >>> transport.handle_request(request).read()  # doctest: +SKIP
