@@ -1,13 +1,14 @@
-"""Transports: httpx (sync) and aiohttp (async) behind one interface.
+"""Transports: httpx over urllib3's connections (sync) and aiohttp (async), one interface.
 
-The only code that imports httpx or aiohttp; aiohttp is imported on first async use.
+The only code that imports httpx, urllib3 or aiohttp; aiohttp is imported on first async use.
 Request building, timeouts, retries with backoff, status -> typed error mapping and every
 message are written once (`_common`, `_config`); `SyncTransport` (`_sync`) and
 `AsyncTransport` (`_async`) are short loops around them.
 
-Timeouts (`Timeouts`), both stacks alike:
+Timeouts (`Timeouts`), alike on both stacks except where noted:
     connect     TCP + TLS connection                    retried
     first_byte  sending the request, until the head     not retried (unless retry_read_timeouts)
+                (async: aiohttp times the wait for the head only; `total` bounds sending)
     idle        each gap while reading the body         not retried (unless retry_read_timeouts)
     total       the whole call, retries included        not retried
 
