@@ -4,9 +4,9 @@ httpx stays the interface — `httpx.Request` in, `httpx.Response` out, httpx's 
 classes out of every failure, and any `httpx.BaseTransport` may be injected instead of
 this one — while urllib3 (the HTTP layer under requests and botocore, already installed
 with langchain-core) moves the bytes. httpx's own transport parses HTTP/1.1 with h11, in
-pure Python: on the benchmark machine ~21 us per chunk frame of a stream and ~4.4 ms per
-2 MB body; urllib3 reads through http.client's C-buffered reader: ~3.5 us per frame and
-~1 ms per 2 MB (bench/RESULTS.md, group (h)). Only HTTP/1.1 and http(s) proxies,
+pure Python: on the benchmark machine 12-25 µs per chunk frame of a stream and ~4.4 ms
+per 2 MB body; urllib3 reads through http.client's C-buffered reader: 2-3.5 µs per frame
+and ~1 ms per 2 MB (bench/RESULTS.md, group (h)). Only HTTP/1.1 and http(s) proxies,
 which is all this package uses.
 
 Pool semantics are httpx's: at most `max_connections` connections at once (a request
@@ -186,8 +186,8 @@ def _httpx_errors() -> Iterator[None]:
 class _KeptAlive(HTTPConnectionPool):
     """A host's pool keeping at most `keep` idle connections, none idle over `expiry` s.
 
-    It also sends each request under the read timeout (`first_byte`), as httpx and aiohttp
-    do, where urllib3 sends under the connect timeout.
+    It also sends each request under the read timeout (`first_byte`), as httpx's own
+    transport did, where urllib3 sends under the connect timeout.
     """
 
     keep = 10
