@@ -232,7 +232,7 @@ class HTTPConfig:
     max_connections: int = 100
     """Connection pool size."""
     max_keepalive_connections: int = 20
-    """Idle connections kept for reuse (httpx only; aiohttp keeps up to `max_connections`)."""
+    """Idle connections kept for reuse (sync stack only; aiohttp keeps up to `max_connections`)."""
     user_agent: str = field(default_factory=_default_user_agent)
     """The `User-Agent` header."""
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)

@@ -633,19 +633,12 @@ def test_sync_pool_is_recreated_after_fork(server) -> None:
     transport.request("GET", "/x")
     parent_pool = transport._pool
     assert isinstance(parent_pool, WireTransport)
-    assert _open_connections(parent_pool) == 1
+    assert len(_idle(parent_pool)) == 1
     transport._pid = -1  # as if this were a forked child
     transport.request("GET", "/x")
     assert transport._pool is not parent_pool
-    assert _open_connections(parent_pool) == 0  # closed: this process's copies dropped
+    assert _idle(parent_pool) == []  # closed: this process's copies dropped
     transport.close()
-
-
-def _open_connections(transport: WireTransport) -> int:
-    container = transport._manager.pools  # urllib3's RecentlyUsedContainer: no iteration
-    keys = container.keys()
-    pools = [container[key] for key in keys]
-    return sum(c is not None and c.sock is not None for p in pools for c in p.pool.queue)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1047,7 +1040,8 @@ def _get(wire: WireTransport, url: str, **timeout: float) -> httpx.Response:
 
 
 def _idle(wire: WireTransport) -> list[Any]:
-    container = wire._manager.pools
+    """The open connections waiting in the wire's pools."""
+    container = wire._manager.pools  # urllib3's RecentlyUsedContainer: no iteration
     keys = container.keys()
     return [c for key in keys for c in container[key].pool.queue if c is not None and c.sock]
 
@@ -1097,10 +1091,13 @@ def test_wire_waits_for_a_connection_at_most_the_pool_timeout(server) -> None:
 
 def test_wire_hands_out_each_chunk_frame_as_it_arrives(server) -> None:
     srv, url = server
-    srv.script("/s", chunks(b"data: a\n\n", b"data: bb\n\n", delay=0.05))
+    srv.script("/s", chunks(b"data: a\n\n", b"data: bb\n\n", delay=0.3))
     wire = _wire(url)
+    got: list[tuple[bytes, float]] = []
     with contextlib.closing(_get(wire, url + "/s")) as response:
-        assert list(response.iter_raw()) == [b"data: a\n\n", b"data: bb\n\n"]
+        got.extend((frame, time.monotonic()) for frame in response.iter_raw())
+    assert [frame for frame, _ in got] == [b"data: a\n\n", b"data: bb\n\n"]
+    assert got[1][1] - got[0][1] > 0.2  # the first was handed out before the second was sent
     wire.close()
 
 
