@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
 from langchain_matric._json import loads, text_of
+from langchain_matric._vectors import float32_lists
 from langchain_matric.backends._types import (
     ChatMessage,
     Generation,
@@ -42,7 +41,6 @@ except ImportError:  # pragma: no cover - platforms without its wheels
 
 TokenLimitParam = Literal["max_tokens", "max_completion_tokens"]
 
-_LITTLE_ENDIAN = sys.byteorder == "little"
 _TOOL_CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 
 
@@ -280,17 +278,35 @@ def parse_embeddings(
     obj: Any, url: str, *, expected_count: int, expected_dim: int | None
 ) -> list[list[float]]:
     """Vectors of an `/embeddings` answer, in input order (by `index`), base64 or floats."""
+    values = embedding_values(obj, url, expected_count=expected_count)
+    return vectors_of(values, url, expected_dim=expected_dim)
+
+
+def embedding_values(obj: Any, url: str, *, expected_count: int) -> list[Any]:
+    """The `embedding` of each item of an `/embeddings` answer, in input order (by `index`).
+
+    Base64 strings or lists of numbers, as the server sent them; `vectors_of` decodes them.
+    Two steps so that the parsed answer can be let go of before the vectors are built.
+    """
     raise_body_error(obj, url)
     data = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(data, list):
         snippet = json.dumps(obj)[:500]
         msg = f"answer from {url} has no `data` list of embeddings: {snippet}"
         raise BackendHTTPError(msg, status=200, body=snippet, url=url)
-    ordered = sorted(data, key=lambda item: item.get("index", 0))
-    vectors = [_vector(item.get("embedding")) for item in ordered]
-    if len(vectors) != expected_count:
-        msg = f"asked {url} for {expected_count} embeddings, got {len(vectors)}"
+    if len(data) != expected_count:
+        msg = f"asked {url} for {expected_count} embeddings, got {len(data)}"
         raise EmbeddingDimensionError(msg)
+    ordered = sorted(data, key=lambda item: item.get("index", 0))
+    return [item.get("embedding") for item in ordered]
+
+
+def vectors_of(values: list[Any], url: str, *, expected_dim: int | None) -> list[list[float]]:
+    """Vectors from `embedding_values`, each the same size (`expected_dim` when given)."""
+    if all(isinstance(value, str) for value in values):
+        vectors = float32_lists([b64decode(value) for value in values])
+    else:
+        vectors = [_vector(value, i, url) for i, value in enumerate(values)]
     check_dimensions(vectors, expected_dim, url)
     return vectors
 
@@ -309,14 +325,18 @@ def check_dimensions(vectors: list[list[float]], expected: int | None, url: str)
         raise EmbeddingDimensionError(msg)
 
 
-def _vector(embedding: Any) -> list[float]:
+def _vector(embedding: Any, index: int, url: str) -> list[float]:
+    """One vector of an answer mixing base64 and float lists (or holding something else)."""
     if isinstance(embedding, str):
-        floats = array("f")
-        floats.frombytes(b64decode(embedding))
-        if not _LITTLE_ENDIAN:
-            floats.byteswap()
-        return floats.tolist()
-    return [float(x) for x in embedding]
+        return float32_lists([b64decode(embedding)])[0]
+    if isinstance(embedding, list):
+        try:
+            return [float(x) for x in embedding]
+        except (TypeError, ValueError):
+            pass
+    shown = json.dumps(embedding)[:200]
+    msg = f"embedding {index} from {url} is neither a list of numbers nor base64: {shown}"
+    raise BackendHTTPError(msg, status=200, body=shown, url=url)
 
 
 def b64decode(text: str) -> bytes:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 if TYPE_CHECKING:
     from langchain_matric._probe import ProbeReport
 
-from langchain_matric._http import AsyncStreamResponse, StreamResponse, Timeouts
+from langchain_matric._http import AsyncStreamResponse, Response, StreamResponse, Timeouts
 from langchain_matric.backends import _openai_wire as wire
 from langchain_matric.backends._http_backend import (
     DEFAULT_MAX_LINE_SIZE,
@@ -343,15 +343,13 @@ class OpenAIBackend(HTTPBackend):
             return True
         return False
 
-    def _vectors(self, obj: Any, count: int) -> list[list[float]]:
-        if wire.answered_base64(obj) is False:
+    def _vectors(self, response: Response, count: int) -> list[list[float]]:
+        url = self._url(self._embeddings_path)
+        # The parsed answer is let go of here, before the vectors are built: see _vectors.py.
+        values = wire.embedding_values(response.json(), url, expected_count=count)
+        if values and not isinstance(values[0], str):
             self._embed_base64 = False  # it answers floats anyway: stop asking
-        return wire.parse_embeddings(
-            obj,
-            self._url(self._embeddings_path),
-            expected_count=count,
-            expected_dim=self._dimension,
-        )
+        return wire.vectors_of(values, url, expected_dim=self._dimension)
 
     def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in input order; `[]` for no texts (and no request)."""
@@ -362,7 +360,7 @@ class OpenAIBackend(HTTPBackend):
                 with self._sync.request_in_turn(
                     "POST", self._embeddings_path, json=body, model=self.embed_model
                 ) as response:
-                    return self._vectors(response.json(), len(texts))
+                    return self._vectors(response, len(texts))
             except BadRequestError as error:
                 if self._embed_learn(error):
                     continue
@@ -382,7 +380,7 @@ class OpenAIBackend(HTTPBackend):
                 if self._embed_learn(error):
                     continue
                 raise
-            return self._vectors(response.json(), len(texts))
+            return self._vectors(response, len(texts))
         return []
 
     # -- capabilities ------------------------------------------------------------------------

@@ -207,6 +207,22 @@ def test_embeddings_count_and_dimension_checked() -> None:
         wire.parse_embeddings(obj, URL, expected_count=1, expected_dim=3)
 
 
+@pytest.mark.parametrize("embedding", [None, {"values": [1.0]}, [1.0, "x"], [None]])
+def test_an_embedding_that_is_not_numbers_or_base64_is_named(embedding) -> None:
+    obj = {"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": embedding}]}
+    with pytest.raises(errors.BackendHTTPError, match="embedding 1 from .* neither a list"):
+        wire.parse_embeddings(obj, URL, expected_count=2, expected_dim=None)
+
+
+def test_embedding_values_then_vectors() -> None:
+    obj = {"data": [{"index": 1, "embedding": _b64([2.0])}, {"index": 0, "embedding": _b64([1.0])}]}
+    values = wire.embedding_values(obj, URL, expected_count=2)
+    assert values == [_b64([1.0]), _b64([2.0])]
+    assert wire.vectors_of(values, URL, expected_dim=1) == [[1.0], [2.0]]
+    with pytest.raises(errors.EmbeddingDimensionError, match="asked .* for 3 embeddings, got 2"):
+        wire.embedding_values(obj, URL, expected_count=3)
+
+
 def test_embeddings_payload() -> None:
     assert wire.embeddings_payload(["a"], model="e", base64=True, dimensions=None) == {
         "model": "e",
