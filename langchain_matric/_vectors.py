@@ -2,18 +2,20 @@
 
 A batch of 512 vectors of 768 floats is 393,216 float objects in 512 lists. CPython's
 cycle collector does not track floats, but it tracks the lists, and every young collection
-(one per 700 new tracked objects: the parsed answer's dicts, these lists) walks each item of
-each list it holds. A list built full is walked in generation 0, again in generation 1,
-touching all its floats, far out of cache. On this package's 10,000 x 768 benchmark that
-was 80-130 ms of collector time per call on top of ~250 ms of building the floats.
+(one per 700 new container objects) walks each item of each list it holds. A list built
+full is walked in generation 0 and again in generation 1, touching all its floats, far out
+of cache. On this package's 10,000 x 768 benchmark (20 ms server, one process per variant,
+full collections included) the collector took 110-160 ms of a 450-570 ms call.
 
 So `float32_lists` creates a batch's lists empty, moves them to the old generation with one
 young collection while walking them costs nothing (`gc.collect(1)`: generations 0 and 1,
-bounded by the collector's thresholds, well under a millisecond by default), and only then
-fills them: the collector time per call fell to 30-40 ms (the occasional full collection,
-which every long-lived object meets anyway). The callers let go of the parsed JSON first,
-so only the empty lists, not the answer's dicts, move up. Nothing is lost: that collection
-frees what garbage the young generations hold, as the next automatic one would have.
+which the default thresholds keep to a few thousand objects), and only then fills them. The
+collector's share fell to 20-30 ms a call, mostly the occasional full collection that every
+long-lived object meets anyway; the call to 360-460 ms. Nothing is lost: that collection
+frees whatever garbage the young generations hold, as the next automatic one would have.
+The OpenAI backend lets go of the parsed answer before building (`embedding_values`, then
+`vectors_of`): its dicts count as new objects until freed, and held they set off a young
+collection of their own in every batch.
 
 It is skipped where it would not pay: small batches, the collector disabled, young
 generations enlarged by the application (`gc.set_threshold`) beyond what a batch saves, and
