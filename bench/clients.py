@@ -247,11 +247,12 @@ class EmbedFloor:
 class EmbedOutputFloor:
     """No HTTP: what any client must do with the answers once they are in memory.
 
-    The base64 answers MatricEmbeddings receives (256 texts a request) are fetched once;
-    each call only turns them into `list[list[float]]` by the cheapest route found: orjson,
-    pybase64, and `float32_lists`, which fills lists the cycle collector has already moved
-    out of its young generations (without that step the collector walking the new lists
-    was ~30% of this floor). Building 10,000 x 768 Python floats is most of what is left.
+    The base64 answers for the texts are fetched once (256 texts an answer); each call only
+    turns them into `list[list[float]]` by the cheapest route found: orjson, pybase64, and
+    `float32_lists`, which fills lists the cycle collector has already moved out of its
+    young generations (without that step the collector's walks of the new lists were ~30%
+    of this floor in a paired probe). Building 10,000 x 768 Python floats is most of what
+    is left.
     """
 
     def __init__(self, port: int, texts: list[str], batch: int = 256) -> None:
