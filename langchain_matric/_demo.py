@@ -1,12 +1,15 @@
 """`matric demo`: a streamed chain, embeddings and retrieval, and a tool call.
 
 Runs on the configured default backend; when it cannot be reached (or lacks the model),
-it says so in one line and runs against the built-in local server instead.
+it says so in one line and runs against the built-in local server instead, whose model
+is a deterministic stand-in (it echoes). Needs numpy for `InMemoryVectorStore`: the
+`examples` extra, which `./run demo` installs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +36,18 @@ DOCUMENTS = [
 ]
 QUESTION = "How does Ollama's native API stream its answers?"
 MAX_TOKENS = 1024  # reasoning models (gpt-oss) think first: leave room for the answer
+STAND_IN_NOTE = (
+    "About the answers: the built-in server's model is a deterministic stand-in, not a\n"
+    'language model. It answers "Echo: <your last message>" ("Result: ..." after a tool\n'
+    "result), calls a tool with arguments read off the question and the tool's schema, and\n"
+    "embeds a text by hashing its words, so texts sharing words land close together.\n"
+    "Point OLLAMA_BASE (or OPENAI_BASE_URL with MATRIC_INFERENCE_DEFAULT_GENERATION=openai)\n"
+    "at a real server for real answers."
+)
+MISSING_NUMPY = (
+    "the demo's retrieval step needs numpy (langchain-core's InMemoryVectorStore): "
+    "pip install 'langchain-matric[examples]', or run ./run demo from a clone"
+)
 
 
 @tool
@@ -48,6 +63,8 @@ class Target:
     generation: InferenceBackend
     embedding: InferenceBackend
     label: str
+    stand_in: bool = False
+    """True on the built-in local server, whose model echoes."""
 
 
 def _reachable(kind: str, config: InferenceConfig, purpose: str) -> tuple[bool, str]:
@@ -94,7 +111,8 @@ def choose_target(out: TextIO) -> Iterator[Target]:
             gen_kind, base_url=base, model="test-model", embed_model="test-embed"
         )
         try:
-            yield Target(local, local, f"the local server ({gen_kind} protocol)")
+            label = f"the built-in local server at {base} ({gen_kind} protocol)"
+            yield Target(local, local, label, stand_in=True)
         finally:
             local.close()
 
@@ -105,6 +123,7 @@ def _stream_chain(chat: ChatMatric, out: TextIO) -> None:
     )
     chain = prompt | chat
     total: AIMessageChunk | None = None
+    print("  answer: ", end="", file=out)
     for chunk in chain.stream({"question": "What is Server-Sent Events streaming?"}):
         assert isinstance(chunk, AIMessageChunk)
         print(chunk.text, end="", flush=True, file=out)
@@ -136,6 +155,7 @@ def _retrieve_and_answer(chat: ChatMatric, embeddings: MatricEmbeddings, out: Te
     )
     chain = prompt | chat | StrOutputParser()
     context = "\n".join(d.page_content for d in docs)
+    print("  answer: ", end="", file=out)
     for text in chain.stream({"context": context, "question": QUESTION}):
         print(text, end="", flush=True, file=out)
     print(file=out)
@@ -152,24 +172,47 @@ def _tool_call(chat: ChatMatric, out: TextIO) -> None:
         result = get_weather.invoke(call["args"])
         print(f"  {call['name']}({call['args']}) -> {result}", file=out)
         messages.append(ToolMessage(result, tool_call_id=call["id"] or "", name=call["name"]))
-    print(chat.invoke(messages).text, file=out)
+    print(f"  answer: {chat.invoke(messages).text}", file=out)
 
 
-def run_demo(out: TextIO = sys.stdout) -> int:
-    """Run the main job; return the process exit code."""
+def run_demo(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the main job; return the process exit code.
+
+    Example:
+        >>> import io
+        >>> run_demo(io.StringIO())  # doctest: +SKIP
+        0
+    """
+    if importlib.util.find_spec("numpy") is None:
+        print(f"matric demo: {MISSING_NUMPY}", file=err)
+        return 1
     with choose_target(out) as target:
         print(f"== langchain-matric demo on {target.label}", file=out)
+        if target.stand_in:
+            print(STAND_IN_NOTE, file=out)
         chat = ChatMatric(backend=target.generation, max_tokens=MAX_TOKENS, temperature=0)
         embeddings = MatricEmbeddings(backend=target.embedding)
-        sections: list[tuple[str, Any]] = [
-            ("1. A chain, streamed token by token", lambda: _stream_chain(chat, out)),
+        sections: list[tuple[str, str, Any]] = [
+            (
+                "1. A chain, streamed token by token",
+                "prompt | ChatMatric, read with .stream(): each piece prints as it arrives",
+                lambda: _stream_chain(chat, out),
+            ),
             (
                 "2. Embeddings, retrieval and a grounded answer",
+                "MatricEmbeddings fills an InMemoryVectorStore, its retriever picks the two\n"
+                "closest documents, and the chat model answers from them",
                 lambda: _retrieve_and_answer(chat, embeddings, out),
             ),
-            ("3. A tool call", lambda: _tool_call(chat, out)),
+            (
+                "3. A tool call",
+                "ChatMatric.bind_tools([get_weather]): the model asks for the tool, the demo\n"
+                "runs it and sends the result back for the final answer",
+                lambda: _tool_call(chat, out),
+            ),
         ]
-        for title, step in sections:
-            print(f"\n{title}", file=out)
+        for title, what, step in sections:
+            print(f"\n{title}\n({what})", file=out, flush=True)
             step()
+        print(f"\nDone: all three steps ran on {target.label}.", file=out)
     return 0
