@@ -10,12 +10,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from langchain_matric._version import __version__
+
 if TYPE_CHECKING:
     from langchain_matric.chat_models import ChatMatric
     from langchain_matric.embeddings import MatricEmbeddings
     from langchain_matric.llms import MatricLLM
-
-__version__ = "0.1.0"
 
 __all__ = ["ChatMatric", "MatricEmbeddings", "MatricLLM", "__version__"]
 

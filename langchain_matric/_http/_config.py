@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
+from langchain_matric._version import __version__
 from langchain_matric.errors import ConfigurationError
 
 logger = logging.getLogger("langchain_matric")
@@ -196,8 +197,6 @@ class RetryPolicy:
 
 
 def _default_user_agent() -> str:
-    from langchain_matric import __version__  # noqa: PLC0415 - avoids an import cycle
-
     return f"langchain-matric/{__version__}"
 
 
