@@ -1,30 +1,22 @@
 """Backend constructor arguments from an `InferenceConfig`.
 
-Private to `langchain_matric.config`, which re-exports the public functions. `config`
-imports this module, so this one imports `config` for type annotations only.
+Private to `langchain_matric.config`, which re-exports the public functions. The models
+come from `_settings`, below both, so imports run one way: `config` -> this module ->
+`_settings` -> `_config_load`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from langchain_matric._settings import InferenceConfig, _expected_dim
 from langchain_matric.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from langchain_matric.config import InferenceConfig, _Settings
 
 BackendName = Literal["ollama", "openai", "azure"]
 """A backend `create_backend` can build; the defaults name only "ollama" or "openai"."""
 
 BACKEND_NAMES: tuple[str, ...] = ("ollama", "openai", "azure")
-
-
-def _expected_dim(settings: _Settings, model: str, default_model: str) -> int | None:
-    dim: int = getattr(settings, "embed_dim")  # noqa: B009 - shared by two classes
-    if settings.source("embed_dim") != "default":
-        return dim
-    return dim if model.removesuffix(":latest") == default_model else None
 
 
 def _timeouts(config: InferenceConfig, backend: str) -> Any:
