@@ -1,304 +1,68 @@
 """`matric probe`: find out what an inference server is and what it can do.
 
-Each check is a small request through the library's own transport and backends, so what
-the probe reports is what the backends will meet: which API (OpenAI-compatible or Ollama
-native), the models, the stream format (SSE, NDJSON or none), whether stream usage comes
-back, the embedding size and whether base64 embeddings are honoured, tool calls, whether
-an unknown model name is answered anyway, and time to first token and tokens per second
-(the median of a few streamed runs).
+The checks live with the backends (`langchain_matric.backends._capabilities`, also run by
+`capabilities="auto"`); this module adds what only the command reports: time to first
+token and tokens per second, the median of a few streams through `OpenAIBackend` or
+`OllamaBackend`, so the figures are what the backends will see.
 
 A check that fails does not stop the others: its field stays None and a note says why.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from langchain_matric._http import HTTPConfig, RetryPolicy, SyncTransport, Timeouts
+from langchain_matric._http import Timeouts
+from langchain_matric.backends._capabilities import (
+    ALL_CHECKS,
+    BackendChoice,
+    Check,
+    Prober,
+    ProbeReport,
+)
 from langchain_matric.backends._types import GenerationOptions, GenerationRequest
-from langchain_matric.errors import BackendHTTPError, MatricError
+from langchain_matric.backends.ollama import OllamaBackend
+from langchain_matric.backends.openai import OpenAIBackend
 
-__all__ = ["ProbeReport", "probe"]
-
-ApiKind = Literal["openai", "ollama"]
-BackendChoice = Literal["openai", "ollama", "auto"]
-StreamFormat = Literal["sse", "ndjson", "none"]
-Check = Literal["streaming", "tool calls", "timing", "embeddings", "unknown model"]
-ALL_CHECKS: tuple[Check, ...] = ("streaming", "tool calls", "timing", "embeddings", "unknown model")
-CAPABILITY_CHECKS: tuple[Check, ...] = ("streaming", "embeddings")
-"""What a backend with `capabilities="auto"` asks before its first request."""
-
-UNKNOWN_MODEL = "matric-probe-no-such-model"
-_PROBE_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "probe_tool",
-        "description": "Answer whether the probe worked.",
-        "parameters": {
-            "type": "object",
-            "properties": {"ok": {"type": "boolean"}},
-            "required": ["ok"],
-        },
-    },
-}
-_PROMPT = [{"role": "user", "content": "Say hello."}]
+__all__ = ["ProbeReport", "TimingProber", "probe"]
 
 
-@dataclass
-class ProbeReport:
-    """What `probe` found; None where a check could not tell.
+class TimingProber(Prober):
+    """`Prober` plus the "timing" check: streams through a backend, timed by `clock`.
 
     Example:
-        >>> report = ProbeReport(base_url="http://127.0.0.1:8000/v1", api="openai")
-        >>> report.to_dict()["api"]
-        'openai'
+        >>> from langchain_matric.testing import LocalServer
+        >>> with LocalServer() as server:
+        ...     prober = TimingProber(server.openai_base_url, runs=1)
+        ...     report = prober.run("openai", checks=("timing",))
+        >>> report.runs, report.ttft_ms is not None
+        (1, True)
     """
 
-    base_url: str
-    api: ApiKind | None = None
-    """The API the probe used: "ollama" when the native API answers (auto), else "openai"."""
-    openai_compatible: bool | None = None
-    ollama_native: bool | None = None
-    models: list[str] = field(default_factory=list)
-    model: str | None = None
-    """The model the generation checks used."""
-    embed_model: str | None = None
-    streaming: StreamFormat | None = None
-    stream_usage: bool | None = None
-    embedding_dimension: int | None = None
-    embeddings_base64: bool | None = None
-    """True when base64 was honoured, False when floats came back or it was rejected."""
-    tool_calls: bool | None = None
-    """True: a forced tool call came back; False: rejected; None: accepted but no call."""
-    unknown_model_served: bool | None = None
-    """True when a made-up model name was answered instead of rejected."""
-    ttft_ms: float | None = None
-    tokens_per_second: float | None = None
-    runs: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as plain JSON-ready data."""
-        return asdict(self)
-
-    def to_table(self) -> str:
-        """A readable two-column table."""
-        rows = [
-            ("server", self.base_url),
-            ("api", _show(self.api)),
-            ("openai-compatible", _show(self.openai_compatible)),
-            ("ollama native", _show(self.ollama_native)),
-            ("models", ", ".join(self.models) or "-"),
-            ("model probed", _show(self.model)),
-            ("embedding model", _show(self.embed_model)),
-            ("streaming", _show(self.streaming)),
-            ("stream usage", _show(self.stream_usage)),
-            ("embedding dimension", _show(self.embedding_dimension)),
-            ("base64 embeddings", _show(self.embeddings_base64)),
-            ("tool calls", _show(self.tool_calls)),
-            ("unknown model served", _show(self.unknown_model_served)),
-            ("time to first token", _show(self.ttft_ms, "{:.0f} ms")),
-            ("tokens per second", _show(self.tokens_per_second, "{:.1f}")),
-        ]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name:<{width}}  {value}" for name, value in rows]
-        lines.extend(f"note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
-
-def _show(value: object, fmt: str = "{}") -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return fmt.format(value)
-
-
-# ---------------------------------------------------------------------------------------
-# Pure detection (shared with backends that learn capabilities)
-# ---------------------------------------------------------------------------------------
-
-
-def stream_format(content_type: str) -> StreamFormat:
-    """The stream format a response content type means."""
-    if content_type == "text/event-stream":
-        return "sse"
-    if content_type in ("application/x-ndjson", "application/jsonl", "application/json-lines"):
-        return "ndjson"
-    return "none"
-
-
-def split_base_url(base_url: str) -> tuple[str, str]:
-    """(server root, OpenAI base with `/v1`) for a URL given either way."""
-    url = base_url.rstrip("/")
-    if url.endswith("/v1"):
-        return url[: -len("/v1")], url
-    return url, url + "/v1"
-
-
-def model_ids(obj: Any) -> list[str]:
-    """Model names from an OpenAI `/models` or an Ollama `/api/tags` answer."""
-    if not isinstance(obj, dict):
-        return []
-    items = obj.get("data") if isinstance(obj.get("data"), list) else obj.get("models")
-    names = []
-    for item in items or ():
-        if isinstance(item, dict):
-            name = item.get("id") or item.get("name") or item.get("model")
-            if name:
-                names.append(str(name))
-    return names
-
-
-# ---------------------------------------------------------------------------------------
-# The probe
-# ---------------------------------------------------------------------------------------
-
-
-class _Prober:
     def __init__(
         self,
         base_url: str,
         *,
-        api_key: str | None,
-        timeout: float,
-        runs: int,
-        clock: Callable[[], float],
+        runs: int = 3,
+        clock: Callable[[], float] = time.perf_counter,
+        api_key: str | None = None,
+        timeout: float = 120.0,
         headers: Mapping[str, str] | None = None,
         verify: bool | str = True,
     ) -> None:
-        self.root, self.openai_base = split_base_url(base_url)
-        all_headers = dict(headers or {})
-        if api_key:
-            all_headers["Authorization"] = f"Bearer {api_key}"
-        config = HTTPConfig(
-            self.root,
-            headers=all_headers,
-            verify=verify,
-            timeouts=Timeouts(connect=min(timeout, 10.0), first_byte=timeout, idle=timeout),
-            retry=RetryPolicy(max_retries=0),
-        )
-        self.http = SyncTransport(config)
-        self.api_key = api_key
-        self.timeout = timeout
+        super().__init__(base_url, api_key=api_key, timeout=timeout, headers=headers, verify=verify)
         self.runs = runs
         self.clock = clock
-        self.report = ProbeReport(base_url=base_url)
 
-    def note(self, check: str, error: BaseException) -> None:
-        self.report.notes.append(f"{check}: {type(error).__name__}: {error}"[:300])
-
-    def _v1(self, path: str) -> str:
-        return self.openai_base[len(self.root) :] + path
-
-    # -- what is it ----------------------------------------------------------------------
-
-    def detect(self, backend: BackendChoice) -> None:
-        report = self.report
-        if backend in ("openai", "auto"):
-            try:
-                report.models = model_ids(self.http.request("GET", self._v1("/models")).json())
-                report.openai_compatible = True
-            except MatricError as error:
-                report.openai_compatible = False
-                self.note("GET /v1/models", error)
-        if backend in ("ollama", "auto"):
-            try:
-                tags = model_ids(self.http.request("GET", "/api/tags").json())
-                report.ollama_native = True
-                report.models = tags or report.models
-            except MatricError as error:
-                report.ollama_native = False
-                if backend == "ollama":
-                    self.note("GET /api/tags", error)
-        if backend == "auto":
-            # A URL that names the OpenAI API (`.../v1`) says which one the user means.
-            asked_v1 = self.openai_base.rstrip("/") == report.base_url.rstrip("/")
-            if report.openai_compatible and (asked_v1 or not report.ollama_native):
-                report.api = "openai"
-            else:
-                report.api = "ollama" if report.ollama_native else None
-        else:
-            report.api = backend
-
-    # -- generation ----------------------------------------------------------------------
-
-    def _chat_body(self, model: str, **extra: Any) -> dict[str, Any]:
-        if self.report.api == "ollama":
-            body: dict[str, Any] = {"model": model, "messages": _PROMPT, "stream": False}
-            body["options"] = {"temperature": 0, "num_predict": 8}
-        else:
-            body = {"model": model, "messages": _PROMPT, "max_tokens": 8, "temperature": 0}
-        body.update(extra)
-        return body
-
-    def _chat_path(self) -> str:
-        return "/api/chat" if self.report.api == "ollama" else self._v1("/chat/completions")
-
-    def _stream_once(self, model: str, body: dict[str, Any]) -> bytes:
-        with self.http.stream("POST", self._chat_path(), json=body, model=model) as response:
-            self.report.streaming = stream_format(response.content_type)
-            return b"".join(response.iter_bytes())
-
-    def check_stream(self, model: str) -> None:
-        report = self.report
-        extra: dict[str, Any] = {"stream": True}
-        if report.api == "openai":
-            extra["stream_options"] = {"include_usage": True}
-        body = self._chat_body(model, **extra)
-        try:
-            raw = self._stream_once(model, body)
-        except BackendHTTPError as error:
-            if "stream_options" not in body or "stream_options" not in (error.body or str(error)):
-                raise
-            self.note("stream_options rejected", error)
-            body.pop("stream_options")
-            raw = self._stream_once(model, body)
-        report.stream_usage = _usage_in_stream(raw, report.streaming, report.api)
-
-    def check_tools(self, model: str) -> None:
-        report = self.report
-        choice = {"type": "function", "function": {"name": "probe_tool"}}
-        extra: dict[str, Any] = {"tools": [_PROBE_TOOL]}
-        if report.api == "openai":
-            extra.update(tool_choice=choice, max_tokens=48)
-        body = self._chat_body(model, **extra)
-        try:
-            answer = self.http.request("POST", self._chat_path(), json=body, model=model).json()
-        except BackendHTTPError as error:
-            report.tool_calls = False
-            self.note("tool call", error)
-            return
-        if report.api == "ollama":
-            message = answer.get("message") if isinstance(answer, dict) else None
-        else:
-            choices = answer.get("choices") if isinstance(answer, dict) else None
-            message = choices[0].get("message") if choices else None
-        calls = message.get("tool_calls") if isinstance(message, dict) else None
-        report.tool_calls = True if calls else None
-
-    def check_unknown_model(self) -> None:
-        body = self._chat_body(UNKNOWN_MODEL)
-        try:
-            self.http.request("POST", self._chat_path(), json=body, model=UNKNOWN_MODEL)
-        except BackendHTTPError:
-            self.report.unknown_model_served = False
-            return
-        self.report.unknown_model_served = True
-        self.report.notes.append(
-            f"model {UNKNOWN_MODEL!r} was answered: check `model` names yourself, "
-            "the server will not reject a typo"
-        )
+    def generation_checks(self) -> tuple[tuple[Check, Callable[[str], None]], ...]:
+        """The base checks, then "timing"."""
+        return (*super().generation_checks(), ("timing", self.check_timing))
 
     def check_timing(self, model: str) -> None:
-        from langchain_matric.backends.ollama import OllamaBackend  # noqa: PLC0415
-        from langchain_matric.backends.openai import OpenAIBackend  # noqa: PLC0415
-
+        """Median time to first token and tokens per second over `runs` streams."""
         backend: OpenAIBackend | OllamaBackend
         timeouts = Timeouts(first_byte=self.timeout, idle=self.timeout)
         if self.report.api == "ollama":
@@ -326,71 +90,6 @@ class _Prober:
         self.report.runs = self.runs
         self.report.ttft_ms = statistics.median(firsts) * 1000 if firsts else None
         self.report.tokens_per_second = statistics.median(rates) if rates else None
-
-    # -- embeddings ----------------------------------------------------------------------
-
-    def check_embeddings(self, candidates: list[str]) -> None:
-        last: MatricError | None = None
-        for model in candidates:
-            try:
-                self._embed(model)
-            except MatricError as error:
-                last = error
-                continue
-            self.report.embed_model = model
-            return
-        if last is not None:
-            self.note("embeddings", last)
-
-    def _embed(self, model: str) -> None:
-        report = self.report
-        if report.api == "ollama":
-            body = {"model": model, "input": ["probe"]}
-            answer = self.http.request("POST", "/api/embed", json=body, model=model).json()
-            vectors = answer.get("embeddings") if isinstance(answer, dict) else None
-            report.embedding_dimension = len(vectors[0]) if vectors else None
-            return
-        path = self._v1("/embeddings")
-        body = {"model": model, "input": ["probe"], "encoding_format": "base64"}
-        try:
-            answer = self.http.request("POST", path, json=body, model=model).json()
-        except BackendHTTPError as error:
-            if error.status not in (400, 422):
-                raise
-            body.pop("encoding_format")
-            answer = self.http.request("POST", path, json=body, model=model).json()
-            report.embeddings_base64 = False
-        from langchain_matric.backends import _openai_wire as wire  # noqa: PLC0415
-
-        vectors = wire.parse_embeddings(
-            answer, self.openai_base + "/embeddings", expected_count=1, expected_dim=None
-        )
-        if report.embeddings_base64 is None:
-            report.embeddings_base64 = bool(wire.answered_base64(answer))
-        report.embedding_dimension = len(vectors[0])
-
-
-def _usage_in_stream(raw: bytes, fmt: StreamFormat | None, api: ApiKind | None) -> bool:
-    text = raw.decode("utf-8", "replace")
-    if fmt == "none":
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return False
-        return isinstance(obj, dict) and bool(obj.get("usage") or obj.get("eval_count"))
-    for line in text.splitlines():
-        data = line[len("data:") :].strip() if line.startswith("data:") else line.strip()
-        if not data.startswith("{"):
-            continue
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and (
-            obj.get("usage") or (api == "ollama" and obj.get("eval_count") is not None)
-        ):
-            return True
-    return False
 
 
 def _time_stream(deltas: Iterator[Any], clock: Callable[[], float]) -> tuple[float | None, ...]:
@@ -430,59 +129,27 @@ def probe(
     headers: Mapping[str, str] | None = None,
     verify: bool | str = True,
 ) -> ProbeReport:
-    """Probe the server at `base_url` (a root or an OpenAI `/v1` URL).
+    """Probe the server at `base_url` (an OpenAI `/v1` URL or a server root): `matric probe`.
 
-    `checks` limits what is tried beyond detecting the API and its models; a backend with
-    `capabilities="auto"` runs `CAPABILITY_CHECKS` and applies the report, so what probe
-    finds and what the library does never disagree.
+    The OpenAI API is checked at `base_url` as given, as `OpenAIBackend` would use it; a
+    server root whose API is under `/v1` gets a note saying so (and with
+    `backend="openai"`, no further checks). `checks` limits what is tried beyond
+    detecting the API and its models.
 
     Example:
-        >>> report = probe("http://127.0.0.1:8000/v1", backend="openai")  # doctest: +SKIP
-        >>> print(report.to_table())  # doctest: +SKIP
+        >>> from langchain_matric.testing import LocalServer
+        >>> with LocalServer() as server:
+        ...     report = probe(server.openai_base_url, backend="openai", runs=1)
+        >>> report.api, report.streaming, report.tool_calls
+        ('openai', 'sse', True)
     """
-    prober = _Prober(
+    prober = TimingProber(
         base_url,
-        api_key=api_key,
-        timeout=timeout,
         runs=runs,
         clock=clock,
+        api_key=api_key,
+        timeout=timeout,
         headers=headers,
         verify=verify,
     )
-    report = prober.report
-    try:
-        prober.detect(backend)
-        if report.api is None:
-            report.notes.append("neither an OpenAI-compatible nor an Ollama API answered")
-            return report
-        chosen = model or (report.models[0] if report.models else None)
-        report.model = chosen
-        if chosen is None:
-            report.notes.append("no model listed: pass --model")
-        else:
-            generation_checks: tuple[tuple[Check, Callable[[str], None]], ...] = (
-                ("streaming", prober.check_stream),
-                ("tool calls", prober.check_tools),
-                ("timing", prober.check_timing),
-            )
-            for name, check in generation_checks:
-                if name not in checks:
-                    continue
-                try:
-                    check(chosen)
-                except MatricError as error:
-                    prober.note(name, error)
-        embed_candidates = [embed_model] if embed_model else []
-        if not embed_candidates:
-            named = [m for m in report.models if "embed" in m.lower()]
-            embed_candidates = named or ([chosen] if chosen else [])
-        if "embeddings" in checks:
-            prober.check_embeddings(embed_candidates)
-        if "unknown model" in checks:
-            try:
-                prober.check_unknown_model()
-            except MatricError as error:
-                prober.note("unknown model", error)
-    finally:
-        prober.http.close()
-    return report
+    return prober.run(backend, model=model, embed_model=embed_model, checks=checks)

@@ -35,7 +35,7 @@ from langchain_matric.errors import (
 )
 
 if TYPE_CHECKING:
-    from langchain_matric._probe import ProbeReport
+    from langchain_matric.backends._capabilities import ProbeReport
 
 Capabilities = Literal["learn", "auto"]
 """"learn": adapt to what the server rejects as it happens; "auto": probe it first."""
@@ -276,9 +276,13 @@ class HTTPBackend(BaseBackend):
                 self._probe()
 
     def _probe(self) -> None:
-        from langchain_matric._probe import CAPABILITY_CHECKS, probe  # noqa: PLC0415
+        # Imported here: only backends with capabilities="auto" load the checks.
+        from langchain_matric.backends._capabilities import (  # noqa: PLC0415
+            CAPABILITY_CHECKS,
+            probe_capabilities,
+        )
 
-        report = probe(
+        report = probe_capabilities(
             self._config.base_url,
             backend=self._probe_api,
             model=self.model_name,
@@ -287,7 +291,6 @@ class HTTPBackend(BaseBackend):
             headers=self._config.headers,
             verify=self._config.verify,
             timeout=self._config.timeouts.first_byte or 300.0,
-            runs=1,
         )
         if report.openai_compatible or report.ollama_native:  # the server answered
             self._apply_capabilities(report)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
-    from langchain_matric._probe import ProbeReport
+    from langchain_matric.backends._capabilities import ProbeReport
 
 from langchain_matric._http import AsyncStreamResponse, Response, StreamResponse, Timeouts
 from langchain_matric.backends import _openai_wire as wire

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from langchain_matric._probe import CAPABILITY_CHECKS, probe
+from langchain_matric._probe import probe
+from langchain_matric.backends._capabilities import CAPABILITY_CHECKS
 from langchain_matric.backends.ollama import OllamaBackend
 from langchain_matric.backends.openai import OpenAIBackend
 from langchain_matric.errors import ConfigurationError
