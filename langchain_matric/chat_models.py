@@ -24,16 +24,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
 
-from langchain_matric._adapter import (
-    ADAPTER_CONFIG,
-    MatricGenerationBase,
-    StreamCursor,
-    aclosing_stream,
-    backend_label,
-    closing_stream,
-    cut_at_stop,
-    usage_to_dict,
-)
+from langchain_matric._backend_build import backend_label
+from langchain_matric._base import ADAPTER_CONFIG, MatricGenerationBase
 from langchain_matric._messages import (
     PROVIDER,
     generation_to_message,
@@ -42,6 +34,8 @@ from langchain_matric._messages import (
     tool_call_chunks,
     whole_tool_call_chunks,
 )
+from langchain_matric._streams import StreamCursor, aclosing_stream, closing_stream, cut_at_stop
+from langchain_matric._tokens import usage_to_dict
 from langchain_matric.backends._protocols import GenerationBackend
 from langchain_matric.backends._types import Generation, GenerationDelta, GenerationRequest
 

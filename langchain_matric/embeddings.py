@@ -12,7 +12,8 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from pydantic import Field, model_validator
 
-from langchain_matric._adapter import ADAPTER_CONFIG, MatricBase, amap_bounded, map_bounded
+from langchain_matric._base import ADAPTER_CONFIG, MatricBase
+from langchain_matric._concurrency import amap_bounded, map_bounded
 from langchain_matric._turns import taking_turns
 from langchain_matric.backends._protocols import EmbeddingBackend
 from langchain_matric.errors import ConfigurationError, EmbeddingDimensionError

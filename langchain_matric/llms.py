@@ -11,17 +11,10 @@ from langchain_core.outputs import Generation as LCGeneration
 from langchain_core.outputs import GenerationChunk, LLMResult
 from pydantic import Field
 
-from langchain_matric._adapter import (
-    ADAPTER_CONFIG,
-    MatricGenerationBase,
-    StreamCursor,
-    aclosing_stream,
-    amap_bounded,
-    closing_stream,
-    cut_at_stop,
-    map_bounded,
-    usage_to_dict,
-)
+from langchain_matric._base import ADAPTER_CONFIG, MatricGenerationBase
+from langchain_matric._concurrency import amap_bounded, map_bounded
+from langchain_matric._streams import StreamCursor, aclosing_stream, closing_stream, cut_at_stop
+from langchain_matric._tokens import usage_to_dict
 from langchain_matric.backends._protocols import GenerationBackend
 from langchain_matric.backends._types import (
     ChatMessage,

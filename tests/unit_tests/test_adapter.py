@@ -16,15 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from langchain_matric._adapter import (
-    StopScanner,
-    StreamCursor,
-    amap_bounded,
-    cut_at_stop,
-    estimate_tokens,
-    map_bounded,
-    strip_credentials,
-)
+from langchain_matric._backend_build import strip_credentials
+from langchain_matric._concurrency import amap_bounded, map_bounded
+from langchain_matric._streams import StopScanner, StreamCursor, cut_at_stop
+from langchain_matric._tokens import estimate_tokens
 from langchain_matric.backends import GenerationDelta, Usage
 from langchain_matric.chat_models import ChatMatric
 from langchain_matric.embeddings import MatricEmbeddings
@@ -528,7 +523,7 @@ def test_built_backends_close_when_the_last_user_is_collected(
         built.append(_Counting())
         return built[-1]
 
-    monkeypatch.setattr("langchain_matric._adapter.MatricBase._build_backend", fake_build)
+    monkeypatch.setattr("langchain_matric._base.MatricBase._build_backend", fake_build)
     chat = ChatMatric(backend="openai", base_url=LOCAL)
     assert chat.invoke("hi").content == "echo: hi"
     twin = chat.model_copy()  # shares the cache and so the backend

@@ -1,41 +1,20 @@
-"""What `MatricLLM`, `ChatMatric` and `MatricEmbeddings` share, written once.
+"""The pydantic base classes of `MatricLLM`, `ChatMatric` and `MatricEmbeddings`.
 
 - `MatricBase`: the connection fields (`backend`, `model`, `base_url`, `api_key`,
-  `timeout`, `max_retries`) and backend resolution. A backend is built lazily, on the
-  first call (no network at construction), and cached per construction parameters,
-  so `model_copy(update=...)` with other parameters gets its own backend while an
-  identical copy shares the pool; the cache never reaches `repr`, pickle or deep copies.
+  `timeout`, `max_retries`) and backend resolution: the instance given, or one built
+  lazily on the first call and cached (`_backend_build`).
 - `MatricGenerationBase`: the sampling fields, `GenerationOptions` built from fields
-  and call kwargs in one place, `_identifying_params`, `_get_ls_params`, token
-  estimates, and the per-stream bookkeeping (`StreamCursor`: model, finish_reason and
-  usage exactly once, client-side `stop` enforcement).
+  and call kwargs in one place, `_identifying_params`, `_get_ls_params` and token
+  counts. The per-stream bookkeeping is in `_streams`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import math
-import re
-import threading
-import weakref
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Hashable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
-from typing import Any, Literal, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import pydantic
 from langchain_core.language_models import LangSmithParams
-from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -47,38 +26,28 @@ from pydantic import (
     model_validator,
 )
 
+from langchain_matric._backend_build import (
+    BUILD_LOCK,
+    BackendCache,
+    Purpose,
+    backend_label,
+    build_backend,
+    strip_credentials,
+)
+from langchain_matric._tokens import estimate_tokens
 from langchain_matric.backends._protocols import (
     EmbeddingBackend,
     GenerationBackend,
     StreamingGeneration,
 )
-from langchain_matric.backends._types import (
-    GenerationDelta,
-    GenerationOptions,
-    Usage,
-)
+from langchain_matric.backends._types import GenerationOptions
 from langchain_matric.errors import ConfigurationError
 
-__all__ = [
-    "ADAPTER_CONFIG",
-    "BackendName",
-    "MatricBase",
-    "MatricGenerationBase",
-    "StopScanner",
-    "StreamCursor",
-    "amap_bounded",
-    "estimate_tokens",
-    "map_bounded",
-    "usage_to_dict",
-]
+__all__ = ["ADAPTER_CONFIG", "BackendName", "MatricBase", "MatricGenerationBase"]
 
 BackendName = Literal["openai", "ollama"]
-Purpose = Literal["generation", "embedding"]
-T = TypeVar("T")
-R = TypeVar("R")
 
 _BACKEND_NAMES: tuple[str, ...] = ("openai", "ollama")
-_BUILD_LOCK = threading.Lock()
 
 # Call kwargs LangChain itself passes down that are not provider parameters.
 _INTERNAL_KWARGS = frozenset({"stream", "ls_structured_output_format", "structured_output_format"})
@@ -111,71 +80,16 @@ pydantic does that safely.
 """
 
 
-class _BackendCache:
-    """Backends an adapter built, keyed by their construction parameters.
-
-    Shallow copies of an adapter share it (same parameters, same pool; other
-    parameters, another entry); deep copies and unpickled adapters start empty. When
-    the last adapter using it is garbage-collected, its backends are closed.
-    """
-
-    __slots__ = ("__weakref__", "entries")
-
-    def __init__(self) -> None:
-        self.entries: dict[Hashable, Any] = {}
-        weakref.finalize(self, _close_quietly, self.entries)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _BackendCache:
-        return _BackendCache()
-
-    def __reduce__(self) -> tuple[type[_BackendCache], tuple[()]]:
-        return (_BackendCache, ())
-
-    def __repr__(self) -> str:
-        return f"<{len(self.entries)} cached backend(s)>"
-
-    def take(self) -> list[Any]:
-        """Remove and return every cached backend (for closing)."""
-        with _BUILD_LOCK:
-            built = list(self.entries.values())
-            self.entries.clear()
-        return built
-
-
-def _close_quietly(entries: dict[Hashable, Any]) -> None:
-    """Close unreachable backends' connection pools (a finalizer: never raises)."""
-    built = list(entries.values())
-    entries.clear()
-    for backend in built:
-        with contextlib.suppress(Exception):  # best effort during garbage collection
-            backend.close()
-
-
-@functools.lru_cache(maxsize=256)
-def strip_credentials(url: str) -> str:
-    """`url` without userinfo and query string: safe for cache keys, traces and repr."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def backend_label(backend: object) -> str:
-    """A short name for a backend: "openai", "ollama", or its class name."""
-    name = type(backend).__name__
-    return {"OpenAIBackend": "openai", "OllamaBackend": "ollama"}.get(name, name)
-
-
 class MatricBase(BaseModel):
     """Connection fields and lazy backend resolution (shared by all three classes).
 
     The environment and `matric.toml` are read when a backend is first built, i.e. on
     the first call; later changes to them do not affect a backend already built.
+
+    Example:
+        >>> from langchain_matric import MatricEmbeddings  # a MatricBase
+        >>> MatricEmbeddings(backend="ollama", timeout=30).timeout
+        30.0
     """
 
     model_config = ADAPTER_CONFIG
@@ -198,7 +112,7 @@ class MatricBase(BaseModel):
     max_retries: int | None = None
     """Retries on connection errors, 408/409/429 and 5xx; None: the backend's default (2)."""
 
-    _backends: _BackendCache = PrivateAttr(default_factory=_BackendCache)
+    _backends: BackendCache = PrivateAttr(default_factory=BackendCache)
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
@@ -281,12 +195,12 @@ class MatricBase(BaseModel):
         key = self._backend_key(purpose)
         # Straight from pydantic's private dict: `self._backends` goes through pydantic's
         # `__getattr__` (~2.5 µs), and this runs a few times per call.
-        private = cast("dict[str, _BackendCache]", self.__pydantic_private__)
+        private = cast("dict[str, BackendCache]", self.__pydantic_private__)
         entries = private["_backends"].entries
         found = entries.get(key)
         if found is not None:
             return found
-        with _BUILD_LOCK:
+        with BUILD_LOCK:
             found = entries.get(key)
             if found is None:
                 found = entries[key] = self._build_backend(purpose)
@@ -344,7 +258,15 @@ class MatricBase(BaseModel):
 
 
 class MatricGenerationBase(MatricBase):
-    """The sampling fields and request building of `MatricLLM` and `ChatMatric`."""
+    """The sampling fields and request building of `MatricLLM` and `ChatMatric`.
+
+    Example:
+        >>> from langchain_matric import ChatMatric  # a MatricGenerationBase
+        >>> chat = ChatMatric(backend="ollama", model="llama3.2", stop=["END"])
+        >>> options, model = chat._options(["STOP"], {"temperature": 0.2})
+        >>> options.stop, options.temperature, model
+        (['END', 'STOP'], 0.2, None)
+    """
 
     temperature: float | None = None
     """Sampling temperature; None: the server's default."""
@@ -524,291 +446,5 @@ class MatricGenerationBase(MatricBase):
         raise NotImplementedError(msg)
 
 
-# -- building backends ----------------------------------------------------------------
-
-
 _STREAMING_CLASSES: dict[type, bool] = {}
 """Backend classes seen so far, and whether they implement `StreamingGeneration`."""
-
-
-def build_backend(
-    name: str | None,
-    *,
-    purpose: Purpose,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: SecretStr | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
-    dimensions: int | None = None,
-) -> Any:
-    """Build the backend an adapter's fields describe, over the loaded configuration.
-
-    Explicit values win over the environment and `matric.toml` (`InferenceConfig.load`);
-    `name` None picks the configured default for `purpose`. An environment API key is
-    sent only where `resolve_openai_api_key` allows. No network I/O happens here.
-    """
-    # Imported here: configuration and the HTTP stack load on the first call, not on import.
-    from langchain_matric.config import InferenceConfig, backend_kwargs  # noqa: PLC0415
-
-    config = InferenceConfig.load()
-    if name is None:
-        name = config.default_generation if purpose == "generation" else config.default_embedding
-    overrides: dict[str, Any] = {}
-    if base_url is not None:
-        overrides["base_url"] = base_url
-    if api_key is not None:
-        overrides["api_key"] = api_key
-    if model:
-        overrides["model" if purpose == "generation" else "embed_model"] = model
-    if dimensions is not None:
-        overrides["embed_dimension"] = dimensions
-        overrides["send_dimensions"] = True
-    if max_retries is not None:
-        overrides["max_retries"] = max_retries
-    kind, kwargs = backend_kwargs(config, name, **overrides)
-    if timeout is not None:
-        kwargs["timeouts"] = _timeouts(timeout, kwargs.get("timeouts"))
-    if kind == "ollama":
-        from langchain_matric.backends.ollama import OllamaBackend  # noqa: PLC0415
-
-        return OllamaBackend(**kwargs)
-    from langchain_matric.backends.openai import OpenAIBackend  # noqa: PLC0415
-
-    return OpenAIBackend(**kwargs)
-
-
-def _timeouts(seconds: float, configured: Any) -> Any:
-    """`timeout=` as transport timeouts: connect (at most), first byte and idle gap."""
-    from langchain_matric._http import Timeouts  # noqa: PLC0415
-
-    base = configured if isinstance(configured, Timeouts) else Timeouts()
-    connect = seconds if base.connect is None else min(base.connect, seconds)
-    return Timeouts(connect=connect, first_byte=seconds, idle=seconds, total=base.total)
-
-
-# -- tokens ----------------------------------------------------------------------------
-
-_PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimate BPE tokens offline: ~4 characters per token, at least one per word or mark.
-
-    English prose lands within ~20% of GPT-style tokenizers; code, numbers and
-    non-Latin scripts count higher. Never downloads a tokenizer.
-
-    Example:
-        >>> estimate_tokens("Hello, world!")
-        4
-    """
-    if not text:
-        return 0
-    return max(math.ceil(len(text) / 4), len(_PIECES.findall(text)))
-
-
-# -- usage -----------------------------------------------------------------------------
-
-
-def usage_to_dict(usage: Usage) -> dict[str, int]:
-    """A `Usage` as a plain dict (`input_tokens`, `output_tokens`, `total_tokens`, ...)."""
-    out = {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    if usage.reasoning_tokens is not None:
-        out["reasoning_tokens"] = usage.reasoning_tokens
-    return out
-
-
-# -- streams ---------------------------------------------------------------------------
-
-
-class StopScanner:
-    r"""Cuts a text stream at the first stop sequence, for servers that ignore `stop`.
-
-    Holds back at most `max(len(s) for s in stop) - 1` characters: just enough to
-    see a stop sequence split across deltas.
-
-    Example:
-        >>> s = StopScanner(["\n\n"])
-        >>> s.feed("Hello\n"), s.feed("\nWorld")
-        (('Hello', False), ('', True))
-    """
-
-    __slots__ = ("_buffer", "_hold", "_stops")
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self._stops = tuple(s for s in stop if s)
-        self._hold = max((len(s) for s in self._stops), default=1) - 1
-        self._buffer = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Text safe to release now, and whether a stop sequence was found."""
-        if not text:
-            return "", False
-        buffer = self._buffer + text
-        cut = cut_at_stop(buffer, self._stops)
-        if cut is not None:
-            self._buffer = ""
-            return buffer[:cut], True
-        if len(buffer) <= self._hold:
-            self._buffer = buffer
-            return "", False
-        release = len(buffer) - self._hold
-        self._buffer = buffer[release:]
-        return buffer[:release], False
-
-    def flush(self) -> str:
-        """The held-back tail, at the end of a stream."""
-        tail, self._buffer = self._buffer, ""
-        return tail
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> int | None:
-    """Where to cut `text` at a stop sequence, or None.
-
-    The stop sequence that *ends* first wins (what a server generating token by token
-    would hit first); among those ending together, the longest. Returns its start.
-    """
-    best: tuple[int, int] | None = None  # (end, start)
-    for s in stop:
-        if s and (start := text.find(s)) >= 0:
-            candidate = (start + len(s), start)
-            if best is None or candidate < best:
-                best = candidate
-    return None if best is None else best[1]
-
-
-class StreamCursor:
-    """Per-stream bookkeeping shared by the LLM and chat streams (sync and async).
-
-    `advance(delta)` returns the text to emit and whether this delta ends the stream:
-    then `finish_reason`, `usage` and `model` are ready to attach, exactly once. With
-    `stop`, text is scanned client-side; at a match the stream ends with
-    finish_reason "stop" and the caller must close the backend stream.
-    """
-
-    __slots__ = ("done", "finish_reason", "model", "scanner", "stopped", "usage")
-
-    def __init__(self, stop: Sequence[str] | None, model: str | None) -> None:
-        self.scanner = StopScanner(stop) if stop else None
-        self.model = model
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.done = False
-        self.stopped = False
-
-    def advance(self, delta: GenerationDelta) -> tuple[str, bool]:
-        """Text to emit for `delta`, and whether the end metadata goes on this chunk."""
-        if delta.model and not self.done:
-            self.model = delta.model
-        text = delta.text
-        if self.scanner is not None and not self.done:
-            text, matched = self.scanner.feed(text)
-            if matched:
-                self.stopped = self.done = True
-                self.finish_reason = "stop"
-                return text, True
-        if self.done:
-            return text, False
-        if delta.finish_reason is None and delta.usage is None:
-            return text, False
-        if self.scanner is not None:
-            text += self.scanner.flush()
-        self.finish_reason = delta.finish_reason
-        self.usage = delta.usage
-        self.done = True
-        return text, True
-
-    def tail(self) -> str | None:
-        """At a stream's end without a final delta: the held text, or None if done."""
-        if self.done:
-            return None
-        self.done = True
-        return self.scanner.flush() if self.scanner is not None else ""
-
-
-def closing_stream(stream: Iterator[T]) -> AbstractContextManager[Iterator[T]]:
-    """Close a backend stream on exit (early exit closes its connection)."""
-    close = getattr(stream, "close", None)
-    if close is None:
-        return nullcontext(stream)
-    return _Closing(stream, close)
-
-
-class _Closing(AbstractContextManager["Iterator[Any]"]):
-    def __init__(self, stream: Iterator[Any], close: Callable[[], object]) -> None:
-        self._stream = stream
-        self._close = close
-
-    def __enter__(self) -> Iterator[Any]:
-        return self._stream
-
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
-
-def aclosing_stream(stream: AsyncIterator[T]) -> AbstractAsyncContextManager[AsyncIterator[T]]:
-    """Async `closing_stream`."""
-    aclose = getattr(stream, "aclose", None)
-    if aclose is None:
-        return nullcontext(stream)
-    return _AClosing(stream, aclose)
-
-
-class _AClosing(AbstractAsyncContextManager["AsyncIterator[Any]"]):
-    def __init__(self, stream: AsyncIterator[Any], aclose: Callable[[], Awaitable[object]]) -> None:
-        self._stream = stream
-        self._aclose = aclose
-
-    async def __aenter__(self) -> AsyncIterator[Any]:
-        return self._stream
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._aclose()
-
-
-# -- bounded concurrency ---------------------------------------------------------------
-
-
-def map_bounded(fn: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:
-    """`[fn(x) for x in items]` on up to `limit` threads, results in input order.
-
-    One item runs inline; context variables (callbacks, tracing) reach each thread.
-    """
-    if len(items) <= 1 or limit <= 1:
-        return [fn(item) for item in items]
-    with ContextThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-async def amap_bounded(fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit: int) -> list[R]:
-    """Async `map_bounded`: at most `limit` awaiting at once, results in input order."""
-    if len(items) <= 1:
-        return [await fn(item) for item in items]
-    semaphore = asyncio.Semaphore(max(1, limit))
-
-    async def run(item: T) -> R:
-        async with semaphore:
-            return await fn(item)
-
-    tasks = [asyncio.ensure_future(run(item)) for item in items]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        # The first failure propagates as it is (no ExceptionGroup); cancel the others
-        # and wait for them, so nothing keeps running or goes unretrieved.
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-def positive_int(name: str, value: int) -> int:
-    """Validate a count field (`max_concurrency`, `chunk_size`, ...)."""
-    if value < 1:
-        msg = f"{name}={value!r} must be a positive integer"
-        raise ConfigurationError(msg)
-    return value
