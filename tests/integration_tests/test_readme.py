@@ -20,6 +20,8 @@ unless it names a real server (a URL, or a backend by name, see `PROTOCOL_NAMES`
 unless the server received a request on every protocol the block names: a substitution
 that silently did not apply fails.
 
+A block followed by a line ``It prints:`` and a ```text block must print exactly that.
+
 An unknown marker, a marker not directly above a python block, a python fence this file
 cannot see (indented), a listed page with no python block, or a block that raises, prints
 too much or leaks a resource (``filterwarnings = error``) fails the suite.
@@ -76,6 +78,10 @@ EXTRAS = {
 }
 """Extras a ``needs=`` marker may name -> the modules that show they are installed."""
 
+OUTPUT_INTRO = "It prints:"
+"""A line of its own after a python block that introduces a ```text block: the python
+block's exact output (then checked)."""
+
 MARKER = re.compile(r"^<!--\s*readme-test:(?P<body>.*?)-->\s*$")
 PYTHON_FENCE = re.compile(r"^```python\s*$")
 ANY_PYTHON_FENCE = re.compile(r"^\s*(```|~~~)\s*(python|py|python3|pycon)\b", re.IGNORECASE)
@@ -92,6 +98,8 @@ class Block:
     markers: tuple[str, ...] = ()
     previous: Block | None = field(default=None, repr=False)
     """The python block before it in the same file."""
+    prints: str | None = None
+    """Its exact output, when the page shows it (see `OUTPUT_INTRO`)."""
 
     @property
     def id(self) -> str:
@@ -163,11 +171,31 @@ def parse_blocks(text: str, path: str) -> list[Block]:
                 msg = f"{path}:{index + 1}: an unclosed ```python block"
                 raise ValueError(msg)
             source = "\n".join(lines[index + 1 : end]) + "\n"
-            previous = Block(path, index + 1, source, above or (), previous)
+            prints = _shown_output(lines, end + 1)
+            previous = Block(path, index + 1, source, above or (), previous, prints)
             blocks.append(previous)
             index = end
         index += 1
     return blocks
+
+
+def _shown_output(lines: list[str], index: int) -> str | None:
+    """The ```text block introduced by `OUTPUT_INTRO` at `lines[index:]` (blank lines
+    skipped), or None."""
+    while index < len(lines) and not lines[index].strip():
+        index += 1
+    if index + 1 >= len(lines) or lines[index].strip() != OUTPUT_INTRO:
+        return None
+    index += 1
+    while index < len(lines) and not lines[index].strip():
+        index += 1
+    if index >= len(lines) or lines[index].strip() != "```text":
+        msg = f"line {index + 1}: {OUTPUT_INTRO!r} not followed by a ```text block"
+        raise ValueError(msg)
+    end = index + 1
+    while end < len(lines) and lines[end].strip() != "```":
+        end += 1
+    return "\n".join(lines[index + 1 : end]) + "\n"
 
 
 def count_python_fences(text: str) -> int:
@@ -262,20 +290,22 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     yield
 
 
-def _run(chain: list[Block], sources: list[str]) -> str:
-    """Run the sources in one namespace; return what they printed."""
+def _run(chain: list[Block], sources: list[str]) -> list[str]:
+    """Run the sources in one namespace; return what each printed."""
     namespace: dict[str, object] = {"__name__": "__readme__"}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for block, source in zip(chain, sources, strict=True):
-            # Padded so tracebacks show the markdown file's own line numbers.
-            code = compile("\n" * block.line + source, str(ROOT / block.path), "exec")
+    outputs = []
+    for block, source in zip(chain, sources, strict=True):
+        # Padded so tracebacks show the markdown file's own line numbers.
+        code = compile("\n" * block.line + source, str(ROOT / block.path), "exec")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
             exec(code, namespace)
+        outputs.append(out.getvalue())
     # What the block left open is released now, inside the test: a ResourceWarning from
     # a finaliser fails this block, not a later test.
     namespace.clear()
     gc.collect()
-    return out.getvalue()
+    return outputs
 
 
 # -- the blocks ---------------------------------------------------------------------------
@@ -290,15 +320,18 @@ def test_block(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         pytest.skip(f"{block.id} needs {', '.join(missing)}")
     with _clean_environment(monkeypatch, tmp_path):
         if "local-server" not in markers:
-            output = _run(chain, [b.source for b in chain])
+            outputs = _run(chain, [b.source for b in chain])
         else:
             with LocalServer() as server:
                 monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
                 monkeypatch.setenv("OLLAMA_BASE", server.ollama_base_url)
                 sources, named = substitute([b.source for b in chain], server)
-                output = _run(chain, sources)
+                outputs = _run(chain, sources)
                 check_served(named, server.requests)
-    assert len(output) <= MAX_OUTPUT, f"{block.id} printed {len(output)} characters"
+    printed = sum(map(len, outputs))
+    assert printed <= MAX_OUTPUT, f"{block.id} printed {printed} characters"
+    if block.prints is not None:
+        assert outputs[-1] == block.prints, f"{block.id} does not print what the page shows"
 
 
 # -- the pages and markers ----------------------------------------------------------------
@@ -352,6 +385,10 @@ def test_markers_are_parsed_strictly() -> None:
     with pytest.raises(ValueError, match="first python block"):
         parse_blocks("<!-- readme-test: continues -->\n```python\nb = 1\n```\n", "t.md")[0].chain()
     assert count_python_fences("  ```python\nx\n  ```\n```py\ny\n```\n") == 2
+    (shown,) = parse_blocks("```python\nprint(1)\n```\n\nIt prints:\n\n```text\n1\n```\n", "t.md")
+    assert shown.prints == "1\n"
+    with pytest.raises(ValueError, match="not followed by a ```text block"):
+        parse_blocks("```python\nprint(1)\n```\nIt prints:\n```\n1\n```\n", "t.md")
 
 
 def test_substitution_applies_or_fails(server: LocalServer) -> None:
