@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from langchain_matric._backend_build import (
     BUILD_LOCK,
@@ -138,7 +139,12 @@ class MatricBase(BaseModel):
         if isinstance(value, str):
             name = value.strip().lower()
             if name not in _BACKEND_NAMES:
-                msg = f"backend={value!r} is unknown: use 'openai', 'ollama' or a backend instance"
+                hint = _did_you_mean(name, _BACKEND_NAMES)
+                msg = (
+                    f"backend={value!r} is unknown: {hint}{'U' if hint else 'u'}se 'openai' "
+                    "(any OpenAI-compatible server: vLLM, llama.cpp, LM Studio, ...), "
+                    "'ollama' or a backend instance"
+                )
                 raise ConfigurationError(msg)
             return name
         if value is None or isinstance(value, GenerationBackend | EmbeddingBackend):
@@ -149,11 +155,26 @@ class MatricBase(BaseModel):
         )
         raise ConfigurationError(msg)
 
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            example = "llama3.2" if "model_kwargs" in cls.model_fields else "nomic-embed-text"
+            msg = (
+                f"model={value!r} is empty: pass a model name the server serves (e.g. "
+                f"model={example!r}), or leave model out to use the configured default"
+            )
+            raise ConfigurationError(msg)
+        return value
+
     @field_validator("timeout")
     @classmethod
     def _check_timeout(cls, value: float | None) -> float | None:
         if value is not None and not value > 0:
-            msg = f"timeout={value!r} must be a positive number of seconds or None"
+            msg = (
+                f"timeout={value!r} must be a positive number of seconds (e.g. timeout=60), "
+                "or None for the configured timeouts"
+            )
             raise ConfigurationError(msg)
         return value
 
@@ -161,9 +182,20 @@ class MatricBase(BaseModel):
     @classmethod
     def _check_max_retries(cls, value: int | None) -> int | None:
         if value is not None and value < 0:
-            msg = f"max_retries={value!r} must be 0 or more"
+            msg = f"max_retries={value!r} must be 0 or more (0: no retries), or None"
             raise ConfigurationError(msg)
         return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _explain_unknown_arguments(
+        cls, data: Any, handler: pydantic.ValidatorFunctionWrapHandler
+    ) -> Any:
+        # pydantic only says "Extra inputs are not permitted": say what was probably meant.
+        try:
+            return handler(data)
+        except pydantic.ValidationError as exc:
+            raise _with_argument_hints(exc, cls) from None
 
     @model_validator(mode="after")
     def _check_instance_settings(self) -> MatricBase:
@@ -444,6 +476,49 @@ class MatricGenerationBase(MatricBase):
             "or use get_num_tokens() for an estimate"
         )
         raise NotImplementedError(msg)
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """The closest of `choices` as a hint ("did you mean 'x'? "), or an empty string."""
+    import difflib  # noqa: PLC0415 - only on errors
+
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _with_argument_hints(exc: pydantic.ValidationError, cls: type[BaseModel]) -> Exception:
+    """`exc` with each unknown argument's error saying what to pass instead."""
+    errors = exc.errors()
+    if not any(error["type"] == "extra_forbidden" for error in errors):
+        return exc
+    details: list[InitErrorDetails] = []
+    for error in errors:
+        detail: InitErrorDetails = {
+            "type": error["type"],
+            "loc": error["loc"],
+            "input": error["input"],
+        }
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        if error["type"] == "extra_forbidden":
+            name = str(error["loc"][-1])
+            fix = _did_you_mean(name, list(cls.model_fields))
+            if "model_kwargs" in cls.model_fields and name not in _RESERVED_KWARGS:
+                fix += f"{'A' if fix else 'a'} provider parameter goes in model_kwargs="
+                fix += f"{{{name!r}: ...}}"
+            else:
+                fix += f"{'S' if fix else 's'}ee help({cls.__name__}) for its arguments"
+            fix = fix.rstrip()
+            detail["type"] = PydanticCustomError(
+                "extra_forbidden",
+                "{name} is not an argument of {cls}: {fix}",
+                {"name": name, "cls": cls.__name__, "fix": fix},
+            )
+        details.append(detail)
+    try:
+        return pydantic.ValidationError.from_exception_data(exc.title, details)
+    except (KeyError, TypeError, ValueError):  # an error type pydantic cannot rebuild
+        return exc
 
 
 _STREAMING_CLASSES: dict[type, bool] = {}

@@ -45,6 +45,7 @@ __all__ = [
     "JSONBodyParser",
     "StreamParser",
     "WrongContentTypeParser",
+    "check_model_name",
     "wrong_content_type",
 ]
 
@@ -57,6 +58,24 @@ _KEEPALIVE = 20
 
 _HTTP_OPTIONS = frozenset({"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"})
 """Further `HTTPConfig` fields a backend passes through (mostly for tests)."""
+
+
+def check_model_name(owner: str, field: str, value: object, example: str) -> None:
+    """Refuse a missing, empty or blank model name (a server would pick its own default).
+
+    Example:
+        >>> check_model_name("OllamaBackend", "model", "llama3.2", "gpt-oss:20b")  # fine
+        >>> check_model_name("OllamaBackend", "model", " ", "llama3.2")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        langchain_matric.errors.ConfigurationError: OllamaBackend: model=' ' is not a model...
+    """
+    if not isinstance(value, str) or not value.strip():
+        msg = (
+            f"{owner}: {field}={value!r} is not a model name: pass one the server serves "
+            f"(e.g. {field}={example!r})"
+        )
+        raise ConfigurationError(msg)
 
 
 class StreamParser(Protocol):

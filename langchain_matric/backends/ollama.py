@@ -19,6 +19,7 @@ from langchain_matric.backends._http_backend import (
     JSONBodyParser,
     StreamParser,
     WrongContentTypeParser,
+    check_model_name,
 )
 from langchain_matric.backends._protocols import as_request
 from langchain_matric.backends._types import (
@@ -111,9 +112,8 @@ class OllamaBackend(HTTPBackend):
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
         **transport: Any,
     ) -> None:
-        if not model:
-            msg = "OllamaBackend needs a `model` (e.g. model='gpt-oss:20b')"
-            raise ConfigurationError(msg)
+        check_model_name("OllamaBackend", "model", model, "gpt-oss:20b")
+        check_model_name("OllamaBackend", "embed_model", embed_model, "nomic-embed-text")
         for name, value in (("embed_dimension", embed_dimension), ("num_ctx", num_ctx)):
             if value is not None and (isinstance(value, bool) or value <= 0):
                 msg = f"{name}={value!r} must be a positive integer or None"

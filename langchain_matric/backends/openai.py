@@ -25,6 +25,7 @@ from langchain_matric.backends._http_backend import (
     JSONBodyParser,
     StreamParser,
     WrongContentTypeParser,
+    check_model_name,
 )
 from langchain_matric.backends._protocols import as_request
 from langchain_matric.backends._types import (
@@ -110,9 +111,8 @@ class OpenAIBackend(HTTPBackend):
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
         **transport: Any,
     ) -> None:
-        if not model:
-            msg = "OpenAIBackend needs a `model` (e.g. model='gpt-4o-mini')"
-            raise ConfigurationError(msg)
+        check_model_name("OpenAIBackend", "model", model, "gpt-4o-mini")
+        check_model_name("OpenAIBackend", "embed_model", embed_model, "text-embedding-3-small")
         if embed_dimension is not None and embed_dimension <= 0:
             msg = f"embed_dimension={embed_dimension!r} must be a positive integer or None"
             raise ConfigurationError(msg)
