@@ -261,7 +261,9 @@ def missing_extras(markers: Iterable[str]) -> list[str]:
         extra = marker.removeprefix("needs=")
         for module in EXTRAS[extra]:
             if importlib.util.find_spec(module) is None:
-                missing.append(f"the {extra!r} extra ({module} is not installed)")
+                missing.append(
+                    f"the {extra!r} extra ({module} is not installed: pip install -e '.[{extra}]')"
+                )
                 break
     return missing
 
