@@ -324,7 +324,9 @@ def test_block(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         if "local-server" not in markers:
             outputs = _run(chain, [b.source for b in chain])
         else:
-            with LocalServer() as server:
+            # 768: what the configuration expects of the default embedding models'
+            # vectors (OLLAMA_EMBED_DIM), which the pages use.
+            with LocalServer(embedding_dim=768) as server:
                 monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
                 monkeypatch.setenv("OLLAMA_BASE", server.ollama_base_url)
                 sources, named = substitute([b.source for b in chain], server)
