@@ -96,7 +96,7 @@ class TestChatMatricOllamaLocal(_LocalServerSuite):
         reason=(
             "the suite hard-codes bind_tools(..., tool_choice='any') whatever "
             "has_tool_choice says; Ollama's native API has no tool_choice, so a forced "
-            "choice raises ConfigurationError (DESIGN §7) instead of being dropped silently"
+            "choice raises ConfigurationError instead of being dropped silently"
         ),
         raises=ConfigurationError,
         strict=True,

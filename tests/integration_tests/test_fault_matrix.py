@@ -275,9 +275,9 @@ async def test_stream_ends_early(server, protocol, layer, sync) -> None:
 async def test_stream_without_terminator(server, protocol, layer, sync) -> None:
     """No `[DONE]` / `done: true`.
 
-    OpenAI: a clean end after the finish_reason is a complete answer (DESIGN §4: vLLM
-    and others omit `[DONE]`). Ollama: the `done` line carries the finish, so the answer
-    is truncated.
+    OpenAI: a clean end after the finish_reason is a complete answer (vLLM and others
+    omit `[DONE]`). Ollama: the `done` line carries the finish, so the answer is
+    truncated.
     """
     server.script(Reply(text=WORDS))
     server.fault(Fault.no_terminator())
