@@ -301,7 +301,8 @@ class Prober:
         url = redact_url(self.openai_base)
         self.report.notes.append(
             f"{url}/models is 404 but {url}/v1/models answers: the OpenAI-compatible API "
-            f"is at {url}/v1; use --base-url {url}/v1 (base_url={url + '/v1'!r} in code)"
+            f"is at {url}/v1; to use it, pass --base-url {url}/v1 (base_url={url + '/v1'!r} "
+            "in code)"
         )
         return True
 

@@ -139,7 +139,7 @@ def test_cli_root_url_for_openai(server: LocalServer, capsys: pytest.CaptureFixt
     assert cli.main(argv) == 1
     out = capsys.readouterr().out
     assert "openai-compatible     no" in out
-    assert f"use --base-url {server.url}/v1" in out
+    assert f"to use it, pass --base-url {server.url}/v1" in out
 
 
 def test_cli_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
