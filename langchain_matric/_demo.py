@@ -41,8 +41,10 @@ STAND_IN_NOTE = (
     'language model. It answers "Echo: <your last message>" ("Result: ..." after a tool\n'
     "result), calls a tool with arguments read off the question and the tool's schema, and\n"
     "embeds a text by hashing its words, so texts sharing words land close together.\n"
-    "Point OLLAMA_BASE (or OPENAI_BASE_URL with MATRIC_INFERENCE_DEFAULT_GENERATION=openai)\n"
-    "at a real server for real answers."
+    "For real answers point OLLAMA_BASE at an Ollama server (OLLAMA_GEN_MODEL and\n"
+    "OLLAMA_EMBED_MODEL naming models it serves), or OPENAI_BASE_URL at an OpenAI-compatible\n"
+    "one with MATRIC_INFERENCE_DEFAULT_GENERATION=openai and\n"
+    "MATRIC_INFERENCE_DEFAULT_EMBEDDING=openai: the demo needs both backends to answer."
 )
 MISSING_NUMPY = (
     "the demo's retrieval step needs numpy (langchain-core's InMemoryVectorStore): "

@@ -48,7 +48,7 @@ from langchain_matric.testing import LocalServer, RecordedRequest
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = ("README.md", "docs/configuration.md")
+DOCUMENTS = ("README.md", "docs/architecture.md", "docs/configuration.md")
 """The pages whose python blocks run; each must have at least one."""
 
 MAX_OUTPUT = 4000
