@@ -39,8 +39,20 @@ def test_probe_finds_the_quirks(live_server: LiveServer) -> None:
 
 
 def test_probe_cli(live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["probe", "--base-url", live_server.url, "--backend", "openai", "--runs", "1"]
+    argv = ["probe", "--base-url", live_server.base_url, "--backend", "openai", "--runs", "1"]
     assert cli.main([*argv, "--model", CHAT_MODEL, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["streaming"] == "sse"
     assert data["unknown_model_served"] is True
+
+
+def test_probe_cli_hints_at_v1_on_the_root(
+    live_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server's root is no OpenAI base URL (its API is under /v1): no "yes", a hint."""
+    argv = ["probe", "--base-url", live_server.url, "--backend", "openai", "--json"]
+    assert cli.main(argv) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["openai_compatible"] is False
+    assert data["api"] is None
+    assert any(f"--base-url {live_server.base_url}" in note for note in data["notes"])
