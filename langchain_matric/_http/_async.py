@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
@@ -53,11 +54,35 @@ def client_timeout(timeouts: Timeouts, total: float | None) -> aiohttp.ClientTim
     )
 
 
+@functools.cache
+def _connector_class() -> type[aiohttp.TCPConnector]:
+    """The connector: aiohttp's, never reusing a pooled connection with unread response bytes.
+
+    aiohttp keeps reading a pooled connection while it is idle, so the bytes a server sends
+    there (a second, unasked-for answer) are parsed and queued on it, and the next request
+    on that connection would be handed them as its answer. Such a connection is closed when
+    taken from the pool instead (`should_close`: queued messages, a body begun, an error),
+    as urllib3 does on the sync stack. Made once, on first use (aiohttp is imported lazily).
+    """
+    import aiohttp  # noqa: PLC0415 - lazy by design
+
+    class FreshConnector(aiohttp.TCPConnector):
+        async def _get(self, key: Any, *args: Any, **kw: Any) -> Any:
+            idle = getattr(self, "_conns", {}).get(key)
+            if idle:
+                for item in [item for item in idle if item[0].should_close]:
+                    idle.remove(item)
+                    item[0].close()
+            return await super()._get(key, *args, **kw)
+
+    return FreshConnector
+
+
 def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
     """An `aiohttp.ClientSession` with exactly these settings (see `new_client` for httpx)."""
     import aiohttp  # noqa: PLC0415 - lazy by design
 
-    connector = aiohttp.TCPConnector(
+    connector = _connector_class()(
         ssl=settings.ssl_context,
         limit=settings.max_connections,
         limit_per_host=0,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -50,6 +51,43 @@ _NO_RETRY = urllib3.Retry(total=False, redirect=False)
 
 _READ_SIZE = 1 << 20
 """Most bytes per read of a body without chunked framing (a read returns what has arrived)."""
+
+MAX_INTERIM_RESPONSES = 32
+"""Interim (1xx) heads skipped before one answer at most; more is a protocol error."""
+_MAX_LINE = 65536
+_MAX_INTERIM_FIELDS = 256
+"""Limits of one interim head (a line, its field lines), as generous as the final head's."""
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, skipping every interim (1xx) head but `101`, not just `100`.
+
+    `http.client` takes `102 Processing` or `103 Early Hints` for the answer: the caller
+    would get "server returned 103" and the real answer would stay unread on a pooled
+    connection, to be read as the next request's. Installed per connection
+    (`_KeptAlive._new_conn`), never by patching the module.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            _skip_fields(self.fp)
+        msg = f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the answer"
+        raise http.client.HTTPException(msg)
+
+
+def _skip_fields(fp: Any) -> None:
+    """Read an interim head's field lines up to its blank line (or the end of the stream)."""
+    for _ in range(_MAX_INTERIM_FIELDS + 1):
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("interim response field line")
+        if line in (b"\r\n", b"\n", b""):
+            return
+    msg = f"an interim (1xx) response with more than {_MAX_INTERIM_FIELDS} field lines"
+    raise http.client.HTTPException(msg)
 
 
 class WireTransport(httpx.BaseTransport):
@@ -192,6 +230,11 @@ class _KeptAlive(HTTPConnectionPool):
 
     keep = 10
     expiry = 5.0
+
+    def _new_conn(self) -> Any:
+        conn: Any = super()._new_conn()
+        conn.response_class = _FinalResponse  # this connection's only: see _FinalResponse
+        return conn
 
     def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
         timeout = kw.get("timeout")
