@@ -16,7 +16,8 @@ LangChain's own retry and context-overflow handling recognises ours::
         ├── BadRequestError(ModelInvalidRequestError)           400, 422
         │   └── ContextLengthExceededError(ContextOverflowError)
         ├── RateLimitError(ModelRateLimitError)                 429
-        └── ServerError                                         5xx
+        ├── ServerError                                         5xx
+        └── EmbeddingValueError(ValueError)     a 2xx vector element not a finite number
 
 `error_from_response` turns a status, body and headers into the right class; it is the
 only place that decides, and both transports call it.
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigurationError",
     "ContextLengthExceededError",
     "EmbeddingDimensionError",
+    "EmbeddingValueError",
     "MatricError",
     "ModelNotFoundError",
     "PermissionDeniedError",
@@ -183,6 +185,26 @@ class ServerError(BackendHTTPError):
     """5xx: the server failed. Retried, except 501 (not implemented)."""
 
     is_retryable = True
+
+
+class EmbeddingValueError(BackendHTTPError, ValueError):
+    """A vector of an answer holds something else than a finite number (NaN, a string, ...).
+
+    NaN, +-Infinity, a string, a null. The server answered (2xx) and processed the request,
+    so it is a `BackendHTTPError` like any other unusable answer, never retried; and a
+    `ValueError`, like `EmbeddingDimensionError`. `index` is the text's position in the
+    request.
+
+    Example:
+        >>> error = EmbeddingValueError("embedding 3 holds NaN", index=3)
+        >>> error.index, error.status, error.is_retryable
+        (3, 200, False)
+    """
+
+    def __init__(self, message: str, *, index: int, status: int = 200, **kw: Any) -> None:
+        super().__init__(message, status=status, **kw)
+        self.index = index
+        """The position of the text whose vector is invalid, in the request."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
 from langchain_matric._json import loads, text_of
-from langchain_matric._vectors import float32_lists
+from langchain_matric._vectors import check_values, float32_lists
 from langchain_matric.backends._types import (
     ChatMessage,
     Generation,
@@ -304,7 +304,8 @@ def embedding_values(obj: Any, url: str, *, expected_count: int) -> list[Any]:
 def vectors_of(values: list[Any], url: str, *, expected_dim: int | None) -> list[list[float]]:
     """Vectors from `embedding_values`, each the same size (`expected_dim` when given)."""
     if all(isinstance(value, str) for value in values):
-        vectors = float32_lists([b64decode(value) for value in values])
+        # float32 encodes NaN and infinities too: checked as the lists are built
+        vectors = float32_lists([b64decode(value) for value in values], source=url)
     else:
         vectors = [_vector(value, i, url) for i, value in enumerate(values)]
     check_dimensions(vectors, expected_dim, url)
@@ -328,12 +329,14 @@ def check_dimensions(vectors: list[list[float]], expected: int | None, url: str)
 def _vector(embedding: Any, index: int, url: str) -> list[float]:
     """One vector of an answer mixing base64 and float lists (or holding something else)."""
     if isinstance(embedding, str):
-        return float32_lists([b64decode(embedding)])[0]
-    if isinstance(embedding, list):
-        try:
-            return [float(x) for x in embedding]
-        except (TypeError, ValueError):
-            pass
+        vector = float32_lists([b64decode(embedding)])[0]
+    elif isinstance(embedding, list):
+        vector = embedding  # numbers as parsed; float("1.5") would take a string for one
+    else:
+        vector = None
+    if vector is not None:
+        check_values((vector,), url, url=url, first=index)
+        return vector if vector is not embedding else list(map(float, embedding))
     shown = json.dumps(embedding)[:200]
     msg = f"embedding {index} from {url} is neither a list of numbers nor base64: {shown}"
     raise BackendHTTPError(msg, status=200, body=shown, url=url)

@@ -35,6 +35,7 @@ from langchain_matric.errors import (
     ConfigurationError,
     ContextLengthExceededError,
     EmbeddingDimensionError,
+    EmbeddingValueError,
     ModelNotFoundError,
     StreamError,
 )
@@ -472,6 +473,19 @@ def test_parse_embed_response() -> None:
 def test_parse_embed_response_mismatch(obj: dict, count: int, dim: int | None, match: str) -> None:
     with pytest.raises(EmbeddingDimensionError, match=match):
         parse_embed_response(obj, count, dim)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(float("nan"), "NaN"), (float("-inf"), "-Infinity"), ("0.5", '"0.5"'), (None, "null")],
+)
+def test_parse_embed_response_refuses_what_is_not_a_finite_number(value, shown) -> None:
+    """A string or null used to raise a raw ValueError / TypeError; NaN came back silently."""
+    obj = {"embeddings": [[0.5, 1.0], [value, 1.0]]}
+    match = f"embedding 1 from Ollama .* holds {shown} "
+    with pytest.raises(EmbeddingValueError, match=match) as info:
+        parse_embed_response(obj, 2)
+    assert info.value.index == 1 and info.value.status == 200 and not info.value.is_retryable
 
 
 @pytest.mark.parametrize("obj", [{"embedding": [1.0]}, [1.0], None])
