@@ -14,7 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _stdlib_loads(data: bytes | bytearray | memoryview | str) -> Any:
+def stdlib_loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """`json.loads` of `data` as UTF-8 text, with replacement: `loads`'s fallback alone.
+
+    For callers that already tried `fast_loads`, and must know when this ran (its strings
+    may hold lone surrogates: see `_text`).
+
+    Example:
+        >>> stdlib_loads(b'[Infinity]')
+        [inf]
+    """
     # Not json.loads(bytes): that would also accept UTF-16/32 and skip a BOM.
     return json.loads(text_of(data))
 
@@ -24,7 +33,7 @@ fast_loads: Callable[[Any], Any]
 try:
     from orjson import loads as fast_loads
 except ImportError:  # pragma: no cover - PyPy and other platforms without wheels
-    fast_loads = _stdlib_loads
+    fast_loads = stdlib_loads
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -39,7 +48,7 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     try:
         return fast_loads(data)
     except ValueError:
-        return _stdlib_loads(data)
+        return stdlib_loads(data)
 
 
 def text_of(data: bytes | bytearray | memoryview | str) -> str:

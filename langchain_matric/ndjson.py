@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_matric._json import fast_loads, loads, text_of
+from langchain_matric._json import fast_loads, stdlib_loads, text_of
 from langchain_matric.errors import ConfigurationError, StreamError
 
 __all__ = ["DEFAULT_MAX_LINE_SIZE", "NDJSONDecoder", "NDJSONError"]
@@ -42,13 +42,16 @@ class NDJSONDecoder:
         [{'done': True}]
     """
 
-    __slots__ = ("_buf", "_max")
+    __slots__ = ("_buf", "_max", "lenient")
 
     def __init__(self, max_line_size: int = DEFAULT_MAX_LINE_SIZE) -> None:
         if max_line_size < 1:
             raise ConfigurationError(f"max_line_size must be >= 1, got {max_line_size!r}")
         self._max = max_line_size
         self._buf = bytearray()  # the unterminated last line; never holds b"\n"
+        self.lenient = False
+        """True once a line needed the standard library's parser (orjson refused it: NaN,
+        invalid UTF-8, a lone surrogate escape); its strings may hold lone surrogates."""
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Decode one read; return the objects of the lines it completed (raises `NDJSONError`)."""
@@ -116,7 +119,11 @@ class NDJSONDecoder:
         out: list[dict[str, Any]] = []
         for line in lines:
             try:  # straight from the bytes; invalid UTF-8 is replaced, as a text decoder would
-                obj = loads(line)
+                try:
+                    obj = fast_loads(line)
+                except ValueError:
+                    obj = stdlib_loads(line)
+                    self.lenient = True
             except (ValueError, RecursionError) as exc:
                 text = text_of(line)
                 if not text or text.isspace():  # a blank line (or a lone CR)

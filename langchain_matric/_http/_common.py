@@ -26,7 +26,8 @@ from langchain_matric._http._config import (
     redact_url,
     url_secrets,
 )
-from langchain_matric._json import fast_loads
+from langchain_matric._json import fast_loads, text_of
+from langchain_matric._text import mend, mend_json
 from langchain_matric.errors import (
     BackendConnectionError,
     BackendHTTPError,
@@ -98,8 +99,21 @@ def build_url(base_url: str, path: str, params: Mapping[str, str]) -> str:
 
 
 def encode_json(payload: Any) -> bytes:
-    """Serialise a JSON body once: compact, UTF-8."""
-    return jsonlib.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    r"""Serialise a JSON body once: compact, UTF-8.
+
+    Text holding lone surrogates (a `"\ud800"` escape in an earlier answer, sent back in
+    the next turn) cannot be UTF-8: those become U+FFFD (pairs are joined), never a raw
+    `UnicodeEncodeError`.
+
+    Example:
+        >>> encode_json({"content": "a\ud800b"}) == '{"content":"a\ufffdb"}'.encode()
+        True
+    """
+    text = jsonlib.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return mend(text).encode()
 
 
 def build_call(
@@ -205,8 +219,12 @@ class Response(_Head):
             return fast_loads(self.content)
         except ValueError:
             pass
-        try:  # what orjson refuses: a BOM, UTF-16, NaN, ... (see `_json`)
-            return jsonlib.loads(self.content)
+        try:  # what orjson refuses: a BOM, UTF-16, NaN, lone surrogates... (see `_json`)
+            try:
+                obj = jsonlib.loads(self.content)
+            except UnicodeDecodeError:  # invalid UTF-8: replaced, as the stream decoders do
+                obj = jsonlib.loads(text_of(self.content))
+            return mend_json(obj)  # lone surrogate escapes become U+FFFD (see `_text`)
         except ValueError as exc:
             text = self.content.decode("utf-8", "replace")
             kind = self.content_type or "no Content-Type"

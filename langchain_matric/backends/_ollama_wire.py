@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from langchain_matric._text import SurrogateJoiner, mend
 from langchain_matric._vectors import check_values
 from langchain_matric.backends._types import (
     ChatMessage,
@@ -647,7 +648,9 @@ class OllamaStreamParser:
     """
 
     __slots__ = (
+        "_careful",
         "_decoder",
+        "_joiner",
         "_model",
         "_model_sent",
         "_parts",
@@ -673,17 +676,26 @@ class OllamaStreamParser:
         self._parts: list[str] = []
         self._tools = 0
         self._url = url
+        self._joiner: SurrogateJoiner | None = None
+        """Set once text may hold surrogates (`NDJSONDecoder.lenient`; see `_text`)."""
+        self._careful = False
+        """True once `done` or `_joiner` is set: every read takes the line-by-line path."""
         self.done = False
         """True once the `"done": true` line arrived."""
 
     @property
     def partial(self) -> str:
-        """The answer text received so far."""
-        return "".join(self._parts)
+        """The answer text received so far (a held half of a surrogate pair as U+FFFD)."""
+        text = "".join(self._parts)
+        if self._joiner is None:
+            return text
+        if text and "\ud800" <= text[-1] <= "\udbff":  # held by the joiner: not delivered
+            text = text[:-1]
+        return mend(text)
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume a piece of the body; raise on an `{"error": ...}` line."""
-        obj = None if self.done else self._decoder.feed_line(data)
+        obj = None if self._careful else self._decoder.feed_line(data)
         if obj is not None:  # one whole line per read: the usual case
             delta = self._delta(obj)
             return [] if delta is None else [delta]
@@ -697,13 +709,30 @@ class OllamaStreamParser:
                 out += self._deltas(self._decode(data[start:end], final=False))
                 start = end
         except MatricError as error:
-            keep_undelivered(error, out)  # the driver yields them before the error
+            keep_undelivered(error, self._joined(out))  # the driver yields them first
             raise
-        return out
+        return self._joined(out)
+
+    def _joined(self, deltas: list[GenerationDelta]) -> list[GenerationDelta]:
+        """`deltas`, their text joined and mended once the decoder had to be lenient."""
+        if self._joiner is None:
+            if not self._decoder.lenient:
+                return deltas
+            self._joiner = SurrogateJoiner()
+            self._careful = True
+        joiner = self._joiner
+        for delta in deltas:
+            if delta.text:
+                delta.text = joiner.feed(delta.text)
+            if delta.reasoning:
+                delta.reasoning = mend(delta.reasoning)
+            if delta.finish_reason is not None:
+                delta.text += joiner.flush()  # half a pair left at the end
+        return deltas
 
     def finish(self) -> list[GenerationDelta]:
         """Consume the clean end of the body; `StreamError` if `"done": true` never came."""
-        deltas = [] if self.done else self._deltas(self._decode(b"", final=True))
+        deltas = [] if self.done else self._joined(self._deltas(self._decode(b"", final=True)))
         if self.done:
             return deltas
         where = self._url or "the response"
@@ -755,7 +784,7 @@ class OllamaStreamParser:
         if content:
             self._parts.append(content)
         if done:
-            self.done = True
+            self.done = self._careful = True
             delta.finish_reason = _finish_reason(obj, self._tools > 0)
             delta.usage = _usage(obj)
         return delta

@@ -10,7 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from langchain_matric._json import loads, text_of
+from langchain_matric._json import fast_loads, loads, text_of
+from langchain_matric._text import SurrogateJoiner, mend
 from langchain_matric._vectors import check_values, float32_lists
 from langchain_matric.backends._types import (
     ChatMessage,
@@ -407,14 +408,17 @@ class OpenAIStreamParser:
         self._final_sent = False
         self._ids_seen: set[int] = set()
         self._names_seen: set[int] = set()
+        self._joiner: SurrogateJoiner | None = None
+        """Set once text may hold surrogates (see `_lenient_loads`)."""
         self.done = False
         self.empty = True
         """True until the first event: a clean end while still empty is `EmptyStreamError`."""
 
     @property
     def partial(self) -> str:
-        """Text received so far."""
-        return "".join(self._pieces)
+        """Text received so far (with a held half of a surrogate pair as U+FFFD)."""
+        text = "".join(self._pieces)
+        return text if self._joiner is None else mend(text)
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume body bytes."""
@@ -479,11 +483,9 @@ class OpenAIStreamParser:
         if not data:
             return
         try:
-            obj = loads(data)
+            obj = fast_loads(data)
         except ValueError:
-            line = text_of(data)[:200]
-            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
-            raise StreamError(msg, partial=self.partial, line=line) from None
+            obj = self._lenient_loads(data)
         if not isinstance(obj, dict):
             line = text_of(data)[:200]
             msg = f"unexpected data line from {self._url}: {line!r}"
@@ -500,6 +502,35 @@ class OpenAIStreamParser:
                 deltas.append(delta)
         elif usage and self._finish is not None:
             self._emit_final(deltas)  # the usage chunk: last before [DONE]
+
+    def _lenient_loads(self, data: str | bytes) -> Any:
+        """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes... (see `_json`).
+
+        Text parsed here may hold half a surrogate pair, the other half in the next event:
+        from now on, this stream's text is joined and mended (`_text`).
+        """
+        try:
+            obj = loads(data)
+        except ValueError:
+            line = text_of(data)[:200]
+            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
+            raise StreamError(msg, partial=self.partial, line=line) from None
+        if self._joiner is None:
+            self._joiner = SurrogateJoiner()
+            self._choice_delta = self._joined_choice_delta  # type: ignore[method-assign]
+        return obj
+
+    def _joined_choice_delta(
+        self, choice: dict[str, Any], obj: dict[str, Any]
+    ) -> GenerationDelta | None:
+        """`_choice_delta`, its text passed through the joiner (this stream only)."""
+        delta = OpenAIStreamParser._choice_delta(self, choice, obj)
+        if delta is not None and self._joiner is not None:
+            if delta.text:
+                delta.text = self._pieces[-1] = self._joiner.feed(delta.text)
+            if delta.reasoning:
+                delta.reasoning = mend(delta.reasoning)
+        return delta
 
     def _choice_delta(self, choice: dict[str, Any], obj: dict[str, Any]) -> GenerationDelta | None:
         if choice.get("index", 0) != 0:
@@ -553,7 +584,12 @@ class OpenAIStreamParser:
         if self._final_sent:
             return
         self._final_sent = True
-        deltas.append(GenerationDelta(finish_reason=self._finish or "stop", usage=self._usage))
+        text = "" if self._joiner is None else self._joiner.flush()  # half a pair, at the end
+        if text:
+            self._pieces.append(text)
+        deltas.append(
+            GenerationDelta(text, finish_reason=self._finish or "stop", usage=self._usage)
+        )
 
     def _raise_error(self, data: str) -> None:
         try:

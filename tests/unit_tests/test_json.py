@@ -11,7 +11,7 @@ from langchain_matric import _json
 @pytest.fixture(params=["orjson", "stdlib"])
 def loads(request, monkeypatch):
     if request.param == "stdlib":  # as on a platform without orjson
-        monkeypatch.setattr(_json, "fast_loads", _json._stdlib_loads)
+        monkeypatch.setattr(_json, "fast_loads", _json.stdlib_loads)
     return _json.loads
 
 
