@@ -9,6 +9,7 @@ LangChain's own retry and context-overflow handling recognises ours::
     ├── BackendConnectionError(ModelConnectionError)   refused, reset, DNS, TLS
     ├── BackendTimeoutError(ModelTimeoutError)     connect, first byte, idle or total
     ├── StreamError(ModelError)                    a stream broke after it began
+    ├── ResponseParseError(ModelAPIError)          an answer arrived but breaks HTTP
     └── BackendHTTPError(ModelAPIError)            the server answered with an error
         ├── AuthenticationError(ModelAuthenticationError)       401
         ├── PermissionDeniedError(ModelPermissionDeniedError)   403
@@ -47,6 +48,7 @@ __all__ = [
     "ModelNotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseParseError",
     "ServerError",
     "StreamError",
     "error_from_response",
@@ -118,6 +120,30 @@ class StreamError(MatricError, core.ModelError):
         """Text received before the stream failed."""
         self.line = line
         """The offending wire line (first 200 characters), when one is to blame."""
+
+
+class ResponseParseError(MatricError, core.ModelAPIError):
+    """An answer arrived but could not be parsed or decoded, so it is not retried.
+
+    A malformed status line, head or chunk framing, a header over the limits, a corrupt
+    content encoding (gzip, deflate). Bytes of an answer arrived, so the server may well
+    have processed the request: sending it again could run the same generation twice.
+    `reason` holds the HTTP parser's own words.
+
+    Example:
+        >>> error = ResponseParseError("POST /x: ...", reason="invalid chunk size b'zz'")
+        >>> error.reason, error.status, error.is_retryable
+        ("invalid chunk size b'zz'", None, False)
+    """
+
+    is_retryable = False
+
+    def __init__(self, message: str, *, reason: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """What the HTTP parser or decoder reported."""
+        self.status = status
+        """The answer's status, when its head could be read (None otherwise)."""
 
 
 class BackendHTTPError(MatricError, core.ModelAPIError):

@@ -31,6 +31,7 @@ from langchain_matric._http._common import (
     build_call,
     config_secrets,
     connection_error,
+    parse_error,
     prepare,
     retry_delay,
     safe_cause,
@@ -146,11 +147,30 @@ def _read_idle(response: aiohttp.ClientResponse, idle: float | None) -> None:
 
 
 class _Phase:
-    __slots__ = ("in_body", "streaming")
+    __slots__ = ("in_body", "status", "streaming")
 
     def __init__(self, streaming: bool) -> None:
         self.in_body = False
+        self.status: int | None = None
         self.streaming = streaming
+
+
+def unreadable(exc: BaseException, in_body: bool) -> str | None:
+    """The parser's reason, if `exc` says an answer arrived but could not be parsed or decoded.
+
+    aiohttp raises `ClientResponseError` for a head its parser refused (a malformed status
+    line or framing, a header over its limits) and `ClientPayloadError` for a body it could
+    not decode or de-chunk, or that a closed connection cut short ("not completed"), which
+    is no such case: `None`.
+    """
+    import aiohttp  # noqa: PLC0415 - lazy by design
+
+    if isinstance(exc, aiohttp.ClientResponseError) and not in_body:
+        return exc.message
+    if isinstance(exc, aiohttp.ClientPayloadError) and "not completed" not in str(exc):
+        cause = exc.__cause__
+        return getattr(cause, "message", None) or str(cause or exc)
+    return None
 
 
 class AsyncTransport:
@@ -321,6 +341,7 @@ class AsyncTransport:
             )
         try:
             phase.in_body = True
+            phase.status = response.status
             _read_idle(response, self.config.timeouts.idle)
             ok = 200 <= response.status < 300
             error = None if ok else await self._status_error(response, call)
@@ -374,10 +395,14 @@ class AsyncTransport:
         except aiohttp.ClientConnectorError as exc:
             raise connection_error(call, "connect", exc) from safe_cause(exc, call)
         except aiohttp.ClientError as exc:
-            if not phase.in_body:
+            error: MatricError
+            reason = unreadable(exc, phase.in_body)
+            if phase.in_body and phase.streaming:
+                error = stream_error(call, exc, reason)
+            elif reason is not None:
+                error = parse_error(call, reason, phase.status)
+            elif not phase.in_body:
                 error = connection_error(call, "no_answer", exc)
-            elif phase.streaming:
-                error = stream_error(call, exc)
             else:
                 error = connection_error(call, "lost", exc)
             raise error from safe_cause(exc, call)

@@ -33,6 +33,7 @@ from langchain_matric.errors import (
     BackendHTTPError,
     BackendTimeoutError,
     MatricError,
+    ResponseParseError,
     StreamError,
     error_from_response,
 )
@@ -429,12 +430,60 @@ def connection_error(
     )
 
 
-def stream_error(call: Call, exc: BaseException) -> StreamError:
-    """The error for a streamed body that ended uncleanly (never retried)."""
+def _one_line(reason: str, call: Call) -> str:
+    """A parser's reason on one line, without caret markers, shortened, secrets scrubbed."""
+    parts = (part.strip() for part in reason.splitlines())
+    text = " ".join(part for part in parts if part and part != "^")
+    return scrub(text if len(text) <= 200 else text[:199] + "…", call)
+
+
+def parse_error(call: Call, reason: str, status: int | None = None) -> ResponseParseError:
+    """The error for an answer that arrived but could not be parsed or decoded (not retried).
+
+    `reason` is the parser's own, on one line and shortened (a parser may quote a whole
+    oversized header).
+    """
+    reason = _one_line(reason, call)
+    return ResponseParseError(
+        f"{call.where}: an answer arrived but could not be read ({reason}). Not sent again: "
+        "the server may have processed the request. A proxy or gateway in between may have "
+        "altered the answer.",
+        reason=reason,
+        status=status,
+    )
+
+
+def stream_error(call: Call, exc: BaseException, unreadable: str | None = None) -> StreamError:
+    """The error for a streamed body that ended uncleanly (never retried).
+
+    `unreadable`: the parser's reason, when the body arrived but could not be read.
+    """
+    if unreadable is not None:
+        reason = _one_line(unreadable, call)
+        return StreamError(
+            f"{call.where}: the stream could not be read ({reason}); the answer is incomplete."
+        )
     return StreamError(
         f"{call.where}: connection lost mid-stream ({describe(exc, call)}); "
         "the answer is incomplete."
     )
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, its causes and contexts, and the exceptions among their `args`, each once.
+
+    urllib3 puts the underlying error in `args` (`ProtocolError("Connection aborted.", e)`).
+    """
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        err = stack.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        yield err
+        linked = (err.__cause__, err.__context__, *err.args)
+        stack.extend(e for e in linked if isinstance(e, BaseException))
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
+from urllib3.exceptions import InvalidChunkLength
 
 from langchain_matric._http._common import (
     ERROR_BODY_LIMIT,
@@ -27,8 +29,10 @@ from langchain_matric._http._common import (
     StreamResponse,
     TimeoutName,
     build_call,
+    causes,
     config_secrets,
     connection_error,
+    parse_error,
     prepare,
     retry_delay,
     safe_cause,
@@ -88,14 +92,32 @@ def _body(response: httpx.Response) -> Iterable[bytes]:
 class _Phase:
     """Which timeout names apply to the current attempt, and where it is."""
 
-    __slots__ = ("connect", "first_byte", "idle", "in_body", "streaming")
+    __slots__ = ("connect", "first_byte", "idle", "in_body", "status", "streaming")
 
     def __init__(self, connect: TimeoutName, first_byte: TimeoutName, streaming: bool) -> None:
         self.connect = connect
         self.first_byte = first_byte
         self.idle: TimeoutName = "idle"
         self.in_body = False
+        self.status: int | None = None
         self.streaming = streaming
+
+
+def unreadable(exc: BaseException) -> str | None:
+    """The parser's reason, if `exc` says an answer arrived but could not be parsed or decoded.
+
+    A closed connection (nothing, or not all, arrived) is no such case: `None`.
+    """
+    for err in causes(exc):
+        if isinstance(err, httpx.DecodingError):  # gzip, deflate, ...
+            return f"content decoding failed: {err}"
+        if isinstance(err, InvalidChunkLength):  # before IncompleteRead, one of its bases
+            return f"invalid chunk size line {err.length!r}"
+        if isinstance(err, http.client.HTTPException) and not isinstance(
+            err, http.client.RemoteDisconnected | http.client.IncompleteRead
+        ):  # a malformed status line or head, a header over the limits
+            return f"{type(err).__name__}: {err}"
+    return None
 
 
 class SyncTransport:
@@ -291,6 +313,7 @@ class SyncTransport:
             )
             response = pool.handle_request(request)
             response.request = request
+        phase.status = response.status_code
         try:
             idle, phase.idle = deadline.clamp(timeouts.idle, "idle")
             phase.in_body = True
@@ -356,10 +379,14 @@ class SyncTransport:
         except httpx.ConnectError as exc:
             raise connection_error(call, "connect", exc) from safe_cause(exc, call)
         except httpx.HTTPError as exc:
-            if not phase.in_body:
+            error: MatricError
+            reason = unreadable(exc)
+            if phase.in_body and phase.streaming:
+                error = stream_error(call, exc, reason)
+            elif reason is not None:
+                error = parse_error(call, reason, phase.status)
+            elif not phase.in_body:
                 error = connection_error(call, "no_answer", exc)
-            elif phase.streaming:
-                error = stream_error(call, exc)
             else:
                 error = connection_error(call, "lost", exc)
             raise error from safe_cause(exc, call)
