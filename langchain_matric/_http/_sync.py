@@ -103,6 +103,13 @@ class _Phase:
         self.streaming = streaming
 
 
+_NOT_UNREADABLE = (
+    http.client.RemoteDisconnected,  # closed before answering
+    http.client.IncompleteRead,  # closed before the end of the body
+    http.client.ImproperConnectionState,  # the client's own state: no answer read
+)
+
+
 def unreadable(exc: BaseException) -> str | None:
     """The parser's reason, if `exc` says an answer arrived but could not be parsed or decoded.
 
@@ -114,7 +121,7 @@ def unreadable(exc: BaseException) -> str | None:
         if isinstance(err, InvalidChunkLength):  # before IncompleteRead, one of its bases
             return f"invalid chunk size line {err.length!r}"
         if isinstance(err, http.client.HTTPException) and not isinstance(
-            err, http.client.RemoteDisconnected | http.client.IncompleteRead
+            err, _NOT_UNREADABLE
         ):  # a malformed status line or head, a header over the limits
             return f"{type(err).__name__}: {err}"
     return None

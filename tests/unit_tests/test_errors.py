@@ -131,7 +131,19 @@ ALL_ERRORS = [
     _err(429, "", {"retry-after": "1"}),
     _err(500),
     _err(501),
+    errors.EmbeddingValueError("embedding 2 holds NaN", index=2, body="NaN", url="http://h/v1"),
+    errors.ResponseParseError("POST /x: could not be read", reason="bad chunk", status=200),
 ]
+
+
+def test_the_new_answer_errors_fit_the_hierarchy() -> None:
+    """An unusable vector is a BackendHTTPError and a ValueError; an unreadable answer is an
+    API error of its own (no status may be known); neither is retried."""
+    value = errors.EmbeddingValueError("x", index=0)
+    assert isinstance(value, errors.BackendHTTPError) and isinstance(value, ValueError)
+    parse = errors.ResponseParseError("x", reason="r")
+    assert isinstance(parse, core.ModelAPIError) and not isinstance(parse, errors.BackendHTTPError)
+    assert not value.is_retryable and not parse.is_retryable
 
 
 @pytest.mark.parametrize("err", ALL_ERRORS, ids=lambda e: type(e).__name__)
