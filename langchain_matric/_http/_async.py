@@ -19,7 +19,7 @@ import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_matric._http._common import (
     ERROR_BODY_LIMIT,
@@ -63,11 +63,38 @@ def _connector_class() -> type[aiohttp.TCPConnector]:
     there (a second, unasked-for answer) are parsed and queued on it, and the next request
     on that connection would be handed them as its answer. Such a connection is closed when
     taken from the pool instead (`should_close`: queued messages, a body begun, an error),
-    as urllib3 does on the sync stack. Made once, on first use (aiohttp is imported lazily).
+    as urllib3 does on the sync stack.
+
+    Its connections' protocol also hands a parser error that arrives after the head (a
+    malformed chunk size) to the body being read: aiohttp sets it on the connection only,
+    and drops the read timer, so the body read waited for `total` (or forever without it).
+
+    Made once, on first use (aiohttp is imported lazily).
     """
     import aiohttp  # noqa: PLC0415 - lazy by design
+    from aiohttp.client_proto import ResponseHandler  # noqa: PLC0415
+    from aiohttp.http_exceptions import HttpProcessingError  # noqa: PLC0415
+
+    class Handler(ResponseHandler):
+        def set_exception(self, exc: BaseException, *args: Any, **kw: Any) -> None:
+            payload = getattr(self, "_payload", None)
+            super().set_exception(exc, *args, **kw)
+            if (
+                isinstance(exc, HttpProcessingError)  # the parser's: not a lost connection
+                and payload is not None
+                and not payload.is_eof()
+                and payload.exception() is None
+            ):
+                payload.set_exception(aiohttp.ClientPayloadError(exc.message), exc)
 
     class FreshConnector(aiohttp.TCPConnector):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            factory = getattr(self, "_factory", None)
+            if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+                made = functools.partial(Handler, *factory.args, **factory.keywords)
+                self._factory = cast("functools.partial[ResponseHandler]", made)
+
         async def _get(self, key: Any, *args: Any, **kw: Any) -> Any:
             idle = getattr(self, "_conns", {}).get(key)
             if idle:

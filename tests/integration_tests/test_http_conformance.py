@@ -238,6 +238,18 @@ CASES = {
     "a malformed chunk size": Case(
         _once(head(200, **CHUNKED), b"zz\r\nabc\r\n0\r\n\r\n"), "request", [UNREADABLE], 1
     ),
+    "a malformed chunk size after the head": Case(  # async waited for `total` here
+        _once(head(200, **CHUNKED), Pause(0.05), b"zz\r\nabc\r\n0\r\n\r\n"),
+        "request",
+        [UNREADABLE],
+        1,
+    ),
+    "a malformed chunk size mid-stream": Case(
+        _once(head(200, **CHUNKED), b"3\r\nabc\r\n", Pause(0.05), b"zz\r\nabc\r\n"),
+        "stream",
+        [Outcome("StreamError", False)],
+        1,
+    ),
     "a 64 KiB header line": Case(_once(ok(b"{}", x_big="a" * 70_000)), "request", [UNREADABLE], 1),
     "300 header lines": Case(_once(ok(b"{}", **LINES_300)), "request", [UNREADABLE], 1),
 }
