@@ -326,3 +326,38 @@ async def test_the_parse_error_names_the_parsers_reason(stack: Stack, server: Fa
     with pytest.raises(ResponseParseError, match="gzip|decompress") as info:
         await stack.request()
     assert info.value.status == 200
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_malformed_chunk_mid_stream_keeps_what_was_delivered(
+    server: FaultServer, kind: str
+) -> None:
+    """Through a backend: the events before the bad chunk are delivered and in `partial`."""
+    from langchain_matric.backends.openai import OpenAIBackend
+    from langchain_matric.errors import StreamError
+
+    event = b'data: {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}\n\n'
+    frame = b"%x\r\n%s\r\n" % (len(event), event)
+    sse = {"content_type": "text/event-stream", "transfer_encoding": "chunked"}
+    server.play([head(200, **sse), frame, Pause(0.05), b"zz\r\n", HANG])
+    backend = OpenAIBackend(
+        base_url=server.url + "/v1", api_key="k", model="m", timeouts=Timeouts(total=10)
+    )
+    got: list[str] = []
+
+    async def read() -> None:
+        if kind == "sync":
+            for delta in backend.generate_stream("go"):
+                got.append(delta.text)  # noqa: PERF401 - one by one: kept up to the error
+        else:
+            async for adelta in backend.agenerate_stream("go"):
+                got.append(adelta.text)  # noqa: PERF401 - one by one: kept up to the error
+
+    try:
+        with pytest.raises(StreamError, match="could not be read") as info:
+            await read()
+    finally:
+        backend.close()
+        await backend.aclose()
+    assert "".join(got) == info.value.partial == "Hello"
+    assert len(server.received) == 1
