@@ -151,7 +151,8 @@ class RetryPolicy:
     """When and how long to wait before sending a failed request again.
 
     Retried: connection errors, connect timeouts, 408, 409, 429 and 5xx except 501; read
-    timeouts only with `retry_read_timeouts`; a stream never once its body was handed out.
+    timeouts only with `retry_read_timeouts`; a stream never once its body was handed out;
+    an answer that arrived but could not be read (`ResponseParseError`) never.
 
     Example:
         >>> RetryPolicy(backoff_initial=1.0, jitter=0.0).delay(3, None, 0.5)
