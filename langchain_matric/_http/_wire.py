@@ -77,6 +77,11 @@ class _FinalResponse(http.client.HTTPResponse):
         msg = f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the answer"
         raise http.client.HTTPException(msg)
 
+    def _check_close(self) -> bool:
+        # After a `101 Switching Protocols` (never asked for) the connection speaks
+        # another protocol: never pooled, whatever its `Connection` field says.
+        return self.status == 101 or bool(super()._check_close())  # type: ignore[misc]
+
 
 def _skip_fields(fp: Any) -> None:
     """Read an interim head's field lines up to its blank line (or the end of the stream)."""

@@ -155,6 +155,16 @@ async def test_bytes_after_an_answer_are_never_the_next_answer(
         assert [r.connection for r in server.received] == [0, 1]
 
 
+async def test_a_connection_switched_by_101_is_never_reused(
+    stack: Stack, server: FaultServer
+) -> None:
+    upgraded = head(101, upgrade="websocket", connection="upgrade")
+    server.play([upgraded], [ok(b'{"answer": "B"}')])  # it would answer on the same one
+    assert (await outcome(stack)).kind == "BackendHTTPError"
+    assert await stack.request() == {"answer": "B"}
+    assert [r.connection for r in server.received] == [0, 1]
+
+
 async def test_sync_endless_interim_heads_end_in_an_error(server: FaultServer) -> None:
     """A server sending 1xx heads forever would keep the read loop going: capped (sync)."""
     server.play([interim(102)] * (MAX_INTERIM_RESPONSES + 1) + [ok(b"{}")])
