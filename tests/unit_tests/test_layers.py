@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("backends", ("backends", "backends.*")),
     ("configuration", ("config", "_config_kwargs", "_settings", "_config_load")),
     ("wire", ("sse", "ndjson", "_http", "_http.*")),
-    ("leaves", ("errors", "_json", "_vectors", "_turns", "_version")),
+    ("leaves", ("errors", "_json", "_text", "_vectors", "_turns", "_version")),
 )
 """Top to bottom; a pattern names a module relative to the package ("" is the package)."""
 
