@@ -9,6 +9,7 @@ LangChain's own retry and context-overflow handling recognises ours::
     ├── BackendConnectionError(ModelConnectionError)   refused, reset, DNS, TLS
     ├── BackendTimeoutError(ModelTimeoutError)     connect, first byte, idle or total
     ├── StreamError(ModelError)                    a stream broke after it began
+    │   └── StreamTimeoutError(BackendTimeoutError)  no data for `Timeouts.stall`
     ├── ResponseParseError(ModelAPIError)          an answer arrived but breaks HTTP
     └── BackendHTTPError(ModelAPIError)            the server answered with an error
         ├── AuthenticationError(ModelAuthenticationError)       401
@@ -51,6 +52,7 @@ __all__ = [
     "ResponseParseError",
     "ServerError",
     "StreamError",
+    "StreamTimeoutError",
     "error_from_response",
 ]
 
@@ -144,6 +146,19 @@ class ResponseParseError(MatricError, core.ModelAPIError):
         """What the HTTP parser or decoder reported."""
         self.status = status
         """The answer's status, when its head could be read (None otherwise)."""
+
+
+class StreamTimeoutError(StreamError, BackendTimeoutError):
+    """A stream sent no data for longer than `Timeouts.stall`, only keep-alive bytes.
+
+    A `StreamError` (never retried; `partial` keeps the text so far) and a timeout
+    (`BackendTimeoutError`, core's `ModelTimeoutError`) at once.
+
+    Example:
+        >>> error = StreamTimeoutError("no data for 300 s", partial="Hel")
+        >>> isinstance(error, BackendTimeoutError), error.is_retryable, error.partial
+        (True, False, 'Hel')
+    """
 
 
 class BackendHTTPError(MatricError, core.ModelAPIError):

@@ -123,7 +123,7 @@ def _check_seconds(owner: str, name: str, value: object, *, allow_zero: bool = F
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """The four timeouts of a call, in seconds; `None` means no limit.
+    """The timeouts of a call, in seconds; `None` means no limit.
 
     Example:
         >>> Timeouts(first_byte=600, total=None).connect
@@ -138,9 +138,17 @@ class Timeouts:
     """The longest silence allowed while reading the body, between chunks."""
     total: float | None = None
     """The whole call, retries included."""
+    stall: float | None = 300.0
+    """Streams only: the longest time without data (text, reasoning, a tool call, the end).
+
+    Unlike `idle`, keep-alive bytes (SSE comments, NDJSON blank lines) do not reset it, so
+    a server that stalls while it keeps the connection busy still times out. 300 s, like
+    `first_byte`: servers send keep-alives while they queue or prefill a long prompt. It
+    is checked as bytes arrive; a connection that falls silent is bounded by `idle`.
+    """
 
     def __post_init__(self) -> None:
-        for name in ("connect", "first_byte", "idle", "total"):
+        for name in ("connect", "first_byte", "idle", "total", "stall"):
             value = getattr(self, name)
             if value is not None:
                 _check_seconds("Timeouts", name, value)

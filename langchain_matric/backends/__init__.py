@@ -27,6 +27,7 @@ from langchain_matric.backends._types import (
 )
 
 if TYPE_CHECKING:
+    from langchain_matric._http import RetryPolicy, Timeouts
     from langchain_matric.backends._selector import BackendSelector, create_backend
     from langchain_matric.backends.ollama import OllamaBackend
     from langchain_matric.backends.openai import OpenAIBackend
@@ -44,7 +45,9 @@ __all__ = [
     "InferenceBackend",
     "OllamaBackend",
     "OpenAIBackend",
+    "RetryPolicy",
     "StreamingGeneration",
+    "Timeouts",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
@@ -56,6 +59,8 @@ _LAZY = {
     "create_backend": "langchain_matric.backends._selector",
     "OllamaBackend": "langchain_matric.backends.ollama",
     "OpenAIBackend": "langchain_matric.backends.openai",
+    "RetryPolicy": "langchain_matric._http",
+    "Timeouts": "langchain_matric._http",
 }
 
 

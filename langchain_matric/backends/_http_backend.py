@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -31,6 +32,7 @@ from langchain_matric.errors import (
     ConfigurationError,
     MatricError,
     StreamError,
+    StreamTimeoutError,
     message_of,
 )
 
@@ -171,6 +173,15 @@ _ADRAIN_SECONDS = 1.0
 """How long the async side waits for a body's end after its terminator."""
 _DRAIN_LIMIT = 16 * 1024
 """Most bytes read after a stream's terminator (normally just the chunked end, 5 bytes)."""
+
+
+def _stalled(stall: float, parser: StreamParser) -> StreamTimeoutError:
+    return StreamTimeoutError(
+        f"the stream sent no data for longer than the stall timeout ({stall:g} s), only "
+        "keep-alive comments or blank lines; the server may be stuck or overloaded. "
+        "Raise `Timeouts.stall` (None = no limit).",
+        partial=parser.partial,
+    )
 
 
 def _drain(chunks: Iterator[bytes]) -> None:
@@ -336,11 +347,24 @@ class HTTPBackend(BaseBackend):
 
     # -- stream driving (the hot loop) ---------------------------------------------------
 
-    @staticmethod
-    def _drive(parser: StreamParser, response: StreamResponse) -> Iterator[GenerationDelta]:
+    def _stall_limit(self, parser: StreamParser) -> float | None:
+        """`Timeouts.stall` for a real stream; None for a whole JSON or HTML body."""
+        if isinstance(parser, JSONBodyParser | WrongContentTypeParser):
+            return None
+        return self._config.timeouts.stall
+
+    def _drive(self, parser: StreamParser, response: StreamResponse) -> Iterator[GenerationDelta]:
+        stall = self._stall_limit(parser)
+        last_data = time.monotonic()
         try:
             for data in response.iter_bytes():
-                yield from parser.feed(data)
+                deltas = parser.feed(data)
+                if deltas:
+                    if stall is not None:
+                        last_data = time.monotonic()
+                    yield from deltas
+                elif stall is not None and time.monotonic() - last_data > stall:
+                    raise _stalled(stall, parser)
                 if parser.done:
                     _drain(response.iter_bytes())
                     return
@@ -352,14 +376,21 @@ class HTTPBackend(BaseBackend):
             yield from take_undelivered(error)  # decoded in the failing read: deliver first
             raise
 
-    @staticmethod
     async def _adrive(
-        parser: StreamParser, response: AsyncStreamResponse
+        self, parser: StreamParser, response: AsyncStreamResponse
     ) -> AsyncIterator[GenerationDelta]:
+        stall = self._stall_limit(parser)
+        last_data = time.monotonic()
         try:
             async for data in response.aiter_bytes():
-                for delta in parser.feed(data):
-                    yield delta
+                deltas = parser.feed(data)
+                if deltas:
+                    if stall is not None:
+                        last_data = time.monotonic()
+                    for delta in deltas:
+                        yield delta
+                elif stall is not None and time.monotonic() - last_data > stall:
+                    raise _stalled(stall, parser)
                 if parser.done:
                     await _adrain(response.aiter_bytes())
                     return

@@ -1,0 +1,181 @@
+"""`Timeouts.stall`: keep-alive bytes (SSE comments, NDJSON blank lines) are not data.
+
+A raw loopback server answers one streamed request with a script of (delay, bytes)
+frames, each sent as one HTTP chunk, so a stall can be kept busy with keep-alives for
+longer than the stall timeout while `idle` never fires.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from langchain_matric._http import Timeouts as HTTPTimeouts
+from langchain_matric.backends import (
+    GenerationRequest,
+    OllamaBackend,
+    OpenAIBackend,
+    RetryPolicy,
+    Timeouts,
+)
+from langchain_matric.errors import BackendTimeoutError, StreamError, StreamTimeoutError
+
+from .conftest import stream
+
+Frame = tuple[float, bytes]
+STALL = 0.4
+
+
+class ScriptedStream:
+    """Answers each connection's first request with a chunked body played from `frames`."""
+
+    def __init__(self, content_type: str, frames: Sequence[Frame]) -> None:
+        self.content_type = content_type
+        self.frames = list(frames)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(5)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closed_early = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.recv(65536)
+            head = (
+                "HTTP/1.1 200 OK\r\n"
+                f"Content-Type: {self.content_type}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            )
+            try:
+                conn.sendall(head.encode())
+                for delay, data in self.frames:
+                    time.sleep(delay)
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:  # the client gave up and closed
+                self.closed_early.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(timeout=10)
+
+
+def _sse(text: str | None = None, finish: str | None = None) -> bytes:
+    delta = {} if text is None else {"content": text}
+    chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _ndjson(text: str, done: bool = False) -> bytes:
+    line = {"model": "m", "message": {"role": "assistant", "content": text}, "done": done}
+    if done:
+        line["done_reason"] = "stop"
+    return json.dumps(line).encode() + b"\n"
+
+
+PROTOCOLS = {
+    "openai": ("text/event-stream", _sse, b": ping\n\n"),
+    "ollama": ("application/x-ndjson", _ndjson, b"\n"),
+}
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
+def protocol(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _backend(protocol: str, url: str, stall: float | None) -> OpenAIBackend | OllamaBackend:
+    timeouts = Timeouts(idle=5, stall=stall)
+    if protocol == "openai":
+        return OpenAIBackend(
+            url + "/v1", api_key="sk-test", model="m", timeouts=timeouts, max_retries=0
+        )
+    return OllamaBackend(url, model="m", timeouts=timeouts, max_retries=0)
+
+
+@pytest.fixture
+def play(protocol: str) -> Iterator[object]:
+    servers: list[ScriptedStream] = []
+
+    def start(frames: Sequence[Frame]) -> ScriptedStream:
+        server = ScriptedStream(PROTOCOLS[protocol][0], frames)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _finish(protocol: str) -> list[Frame]:
+    if protocol == "openai":
+        return [(0, _sse(finish="stop")), (0, b"data: [DONE]\n\n")]
+    return [(0, _ndjson("", done=True))]
+
+
+async def test_keepalives_without_data_time_out(protocol: str, play, sync: bool) -> None:
+    _, data, keepalive = PROTOCOLS[protocol]
+    frames = [(0, data("Hel")), *[(0.05, keepalive)] * 100]  # 5 s of keep-alives
+    server = play(frames)
+    backend = _backend(protocol, server.url, STALL)
+    start = time.monotonic()
+    with pytest.raises(StreamTimeoutError) as caught:
+        await stream(backend, sync, GenerationRequest.from_prompt("hi"))
+    elapsed = time.monotonic() - start
+    await backend.aclose()
+    assert STALL <= elapsed < STALL + 0.5
+    error = caught.value
+    assert isinstance(error, StreamError)
+    assert isinstance(error, BackendTimeoutError)
+    assert not error.is_retryable
+    assert error.partial == "Hel"
+    assert "stall timeout (0.4 s)" in str(error)
+    assert "Timeouts.stall" in str(error)
+    assert server.closed_early.wait(5), "the connection was not closed"
+
+
+async def test_data_resets_the_stall_timer(protocol: str, play, sync: bool) -> None:
+    _, data, keepalive = PROTOCOLS[protocol]
+    # 1.2 s in all, three times the stall timeout, with data every 0.25 s
+    frames = [(0, data("a"))]
+    for _ in range(4):
+        frames += [(0.1, keepalive), (0.1, keepalive), (0.05, data("b"))]
+    server = play([*frames, *_finish(protocol)])
+    backend = _backend(protocol, server.url, STALL)
+    deltas = await stream(backend, sync, GenerationRequest.from_prompt("hi"))
+    await backend.aclose()
+    assert "".join(d.text for d in deltas) == "abbbb"
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_no_stall_limit(protocol: str, play, sync: bool) -> None:
+    _, data, keepalive = PROTOCOLS[protocol]
+    frames = [(0, data("a")), *[(0.05, keepalive)] * 20, *_finish(protocol)]  # 1 s idle
+    server = play(frames)
+    backend = _backend(protocol, server.url, None)
+    deltas = await stream(backend, sync, GenerationRequest.from_prompt("hi"))
+    await backend.aclose()
+    assert "".join(d.text for d in deltas) == "a"
+
+
+def test_timeouts_and_retry_policy_are_public() -> None:
+    from langchain_matric._http import RetryPolicy as HTTPRetryPolicy
+
+    assert Timeouts is HTTPTimeouts
+    assert RetryPolicy is HTTPRetryPolicy
+    assert Timeouts().stall == 300.0
+    with pytest.raises(ValueError, match="stall"):
+        Timeouts(stall=-1)
