@@ -122,6 +122,7 @@ ALL_ERRORS = [
     errors.BackendConnectionError("refused"),
     errors.BackendTimeoutError("slow"),
     errors.StreamError("cut", partial="abc", line="data: x"),
+    errors.StreamTimeoutError("stalled", partial="abc"),
     _err(400, "x"),
     _err(400, "context length exceeded"),
     _err(401),
