@@ -278,6 +278,7 @@ _ENV_VARS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("timeouts", "first_byte"), ("MATRIC_FIRST_BYTE_TIMEOUT",)),
     (("timeouts", "idle"), ("MATRIC_IDLE_TIMEOUT",)),
     (("timeouts", "total"), ("MATRIC_TOTAL_TIMEOUT",)),
+    (("timeouts", "stall"), ("MATRIC_STALL_TIMEOUT",)),
     (("ollama", "base_url"), ("OLLAMA_BASE", "OLLAMA_HOST")),
     (("ollama", "embed_model"), ("OLLAMA_EMBED_MODEL",)),
     (("ollama", "gen_model"), ("OLLAMA_GEN_MODEL",)),

@@ -240,7 +240,7 @@ class TimeoutSettings(_Settings):
 
     Example:
         >>> TimeoutSettings(total=900).model_dump()
-        {'connect': 10.0, 'first_byte': 300.0, 'idle': 60.0, 'total': 900.0}
+        {'connect': 10.0, 'first_byte': 300.0, 'idle': 60.0, 'total': 900.0, 'stall': 300.0}
     """
 
     connect: _Seconds = 10.0
@@ -251,6 +251,8 @@ class TimeoutSettings(_Settings):
     """Longest gap between streamed chunks (`MATRIC_IDLE_TIMEOUT`)."""
     total: _Seconds = None
     """The whole call (`MATRIC_TOTAL_TIMEOUT`); none by default."""
+    stall: _Seconds = 300.0
+    """Streams: longest time without data, keep-alives not counted (`MATRIC_STALL_TIMEOUT`)."""
 
 
 class InferenceConfig(_Settings):
@@ -265,7 +267,7 @@ class InferenceConfig(_Settings):
         >>> cfg.default_generation, cfg.openai.gen_model, cfg.openai.source("gen_model")
         ('openai', 'gpt-4o', 'env')
         >>> cfg.timeouts_kwargs("openai")
-        {'connect': 10.0, 'first_byte': 300.0, 'idle': 60.0, 'total': None}
+        {'connect': 10.0, 'first_byte': 300.0, 'idle': 60.0, 'total': None, 'stall': 300.0}
     """
 
     default_embedding: Annotated[Literal["ollama", "openai"], BeforeValidator(_backend)] = "ollama"
@@ -336,7 +338,7 @@ class InferenceConfig(_Settings):
         return config
 
     def timeouts_kwargs(self, backend: str | None = None) -> dict[str, float | None]:
-        """Keyword arguments for `_http.Timeouts` (connect, first_byte, idle, total).
+        """Keyword arguments for `_http.Timeouts` (connect, first_byte, idle, total, stall).
 
         For "openai" and "azure", `openai.timeout` (when set) replaces `first_byte`.
         """

@@ -17,6 +17,7 @@ Environment variables (an empty value counts as unset):
     MATRIC_FIRST_BYTE_TIMEOUT            timeouts.first_byte     300
     MATRIC_IDLE_TIMEOUT                  timeouts.idle           60 (between chunks)
     MATRIC_TOTAL_TIMEOUT                 timeouts.total          none (whole call)
+    MATRIC_STALL_TIMEOUT                 timeouts.stall          300 (streams: no data)
     OLLAMA_BASE                          ollama.base_url         http://127.0.0.1:11434
     OLLAMA_HOST                          ollama.base_url         (if OLLAMA_BASE is unset)
     OLLAMA_EMBED_MODEL                   ollama.embed_model      nomic-embed-text

@@ -87,6 +87,7 @@ def test_defaults() -> None:
         "first_byte": 300.0,
         "idle": 60.0,
         "total": None,
+        "stall": 300.0,
     }
     assert cfg.config_file is None
     assert cfg.openai.source("base_url") == "default"
@@ -118,6 +119,7 @@ ENV_CASES = [
     ("MATRIC_FIRST_BYTE_TIMEOUT", "900", ("timeouts", "first_byte"), 900.0),
     ("MATRIC_IDLE_TIMEOUT", "None", ("timeouts", "idle"), None),
     ("MATRIC_TOTAL_TIMEOUT", "3600", ("timeouts", "total"), 3600.0),
+    ("MATRIC_STALL_TIMEOUT", "120", ("timeouts", "stall"), 120.0),
     ("OLLAMA_BASE", "http://gpu:11434/", ("ollama", "base_url"), "http://gpu:11434"),
     ("OLLAMA_HOST", "gpu", ("ollama", "base_url"), "http://gpu:11434"),
     ("OLLAMA_EMBED_MODEL", "bge-m3", ("ollama", "embed_model"), "bge-m3"),
@@ -389,6 +391,7 @@ def test_default_file_in_current_directory(tmp_path: Path) -> None:
         "first_byte": 120.0,
         "idle": 60.0,
         "total": None,
+        "stall": 300.0,
     }
     assert cfg.timeouts_kwargs("ollama")["first_byte"] == 300.0
     assert cfg.openai.source("base_url") == "file"
