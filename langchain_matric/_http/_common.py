@@ -11,7 +11,7 @@ import json as jsonlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
@@ -249,17 +249,33 @@ class StreamResponse(_Head):
         ...         decoder.feed(chunk)
     """
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_chunks", "_limit_reads")
 
     def __init__(
-        self, status: int, headers: Mapping[str, str], call: Call, chunks: Iterator[bytes]
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        call: Call,
+        chunks: Iterator[bytes],
+        limit_reads: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(status, headers, call)
         self._chunks = chunks
+        self._limit_reads = limit_reads
 
     def iter_bytes(self) -> Iterator[bytes]:
         """Raw (decompressed) body chunks as they arrive."""
         return self._chunks
+
+    def limit_reads(self, seconds: float) -> None:
+        """From now on each read of the body waits at most `seconds` (not `idle`).
+
+        For reading the rest of a body whose content already ended (a stream's
+        terminator): a server that keeps it open then costs the connection, not the
+        caller's time. A transport that cannot bound its reads ignores it.
+        """
+        if self._limit_reads is not None:
+            self._limit_reads(seconds)
 
 
 class AsyncStreamResponse(_Head):

@@ -274,8 +274,9 @@ class SyncTransport:
         deadline = Deadline(self.config.timeouts.total)
         response, phase = self._send(call, deadline, stream=True)
         chunks = self._chunks(response, call, phase, deadline)
+        limit_reads = getattr(response.stream, "limit_reads", None)  # the wire's body has it
         try:
-            yield StreamResponse(response.status_code, response.headers, call, chunks)
+            yield StreamResponse(response.status_code, response.headers, call, chunks, limit_reads)
         finally:
             chunks.close()
             response.close()

@@ -192,6 +192,12 @@ class _Body(httpx.SyncByteStream):
                 while chunk := response.read1(_READ_SIZE):
                     yield chunk
 
+    def limit_reads(self, seconds: float) -> None:
+        """Make every later read of this body wait at most `seconds`."""
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(seconds)
+
     def close(self) -> None:
         """Back to the pool when read to the end (urllib3 does that); else closed first."""
         response = self._response

@@ -169,8 +169,8 @@ def _locate(error: MatricError, url: str) -> None:
         error.args = (error.message,)
 
 
-_ADRAIN_SECONDS = 1.0
-"""How long the async side waits for a body's end after its terminator."""
+_DRAIN_SECONDS = 0.25
+"""How long each side waits for a body's end after its terminator (then closes)."""
 _DRAIN_LIMIT = 16 * 1024
 """Most bytes read after a stream's terminator (normally just the chunked end, 5 bytes)."""
 
@@ -184,32 +184,32 @@ def _stalled(stall: float, parser: StreamParser) -> StreamTimeoutError:
     )
 
 
-def _drain(chunks: Iterator[bytes]) -> None:
+def _drain(response: StreamResponse) -> None:
     """Read the rest of a body after its terminator, so the connection can be reused.
 
     Servers end the body right after `[DONE]` / `"done": true`; reading that end instead
     of closing mid-body hands the keep-alive connection back to the pool (a new TCP
-    connection per request otherwise). Nothing read is parsed; bounded; a failure only
-    costs the connection.
+    connection per request otherwise). Nothing read is parsed; bounded in bytes and, each
+    read, in time (`_DRAIN_SECONDS`); a failure only costs the connection.
     """
+    response.limit_reads(_DRAIN_SECONDS)
     size = 0
     with contextlib.suppress(MatricError):
-        for data in chunks:
+        for data in response.iter_bytes():
             size += len(data)
             if size > _DRAIN_LIMIT:
                 return
 
 
 async def _adrain(chunks: AsyncIterator[bytes]) -> None:
-    """Async `_drain`, within `_ADRAIN_SECONDS`.
+    """Async `_drain`, within `_DRAIN_SECONDS` in all.
 
     A server that keeps the body open after its terminator then costs the connection, not
-    the caller's time. (The sync side reads until the idle timeout at worst, as the
-    openai SDK's sync stream does.)
+    the caller's time.
     """
     size = 0
     with contextlib.suppress(MatricError, TimeoutError):
-        async with asyncio.timeout(_ADRAIN_SECONDS):
+        async with asyncio.timeout(_DRAIN_SECONDS):
             async for data in chunks:
                 size += len(data)
                 if size > _DRAIN_LIMIT:
@@ -366,7 +366,7 @@ class HTTPBackend(BaseBackend):
                 elif stall is not None and time.monotonic() - last_data > stall:
                     raise _stalled(stall, parser)
                 if parser.done:
-                    _drain(response.iter_bytes())
+                    _drain(response)
                     return
             yield from parser.finish()
         except MatricError as error:

@@ -1,13 +1,16 @@
-"""`Timeouts.stall`: keep-alive bytes (SSE comments, NDJSON blank lines) are not data.
+"""Time bounds of a stream's body: `Timeouts.stall`, and the end after the terminator.
 
-A raw loopback server answers one streamed request with a script of (delay, bytes)
-frames, each sent as one HTTP chunk, so a stall can be kept busy with keep-alives for
-longer than the stall timeout while `idle` never fires.
+Keep-alive bytes (SSE comments, NDJSON blank lines) are not data, so they do not reset
+the stall timeout; and a server that keeps the body open after `[DONE]` / `"done": true`
+costs the connection, not the caller's time. A raw loopback server answers one streamed
+request with a script of (delay, bytes) frames, each sent as one HTTP chunk, then holds
+the body open for `hold` seconds before its end.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -34,9 +37,10 @@ STALL = 0.4
 class ScriptedStream:
     """Answers each connection's first request with a chunked body played from `frames`."""
 
-    def __init__(self, content_type: str, frames: Sequence[Frame]) -> None:
+    def __init__(self, content_type: str, frames: Sequence[Frame], hold: float = 0) -> None:
         self.content_type = content_type
         self.frames = list(frames)
+        self.hold = hold
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(5)
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -54,6 +58,10 @@ class ScriptedStream:
             received = b""
             while b"\r\n\r\n" not in received:
                 received += conn.recv(65536)
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            while length is not None and len(body) < int(length[1]):
+                body += conn.recv(65536)
             head = (
                 "HTTP/1.1 200 OK\r\n"
                 f"Content-Type: {self.content_type}\r\n"
@@ -64,13 +72,27 @@ class ScriptedStream:
                 for delay, data in self.frames:
                     time.sleep(delay)
                     conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
-                conn.sendall(b"0\r\n\r\n")
+                if self.hold and not _closed_within(conn, self.hold):
+                    conn.sendall(b"0\r\n\r\n")
+                elif not self.hold:
+                    conn.sendall(b"0\r\n\r\n")
             except OSError:  # the client gave up and closed
                 self.closed_early.set()
 
     def close(self) -> None:
         self.listener.close()
         self.thread.join(timeout=10)
+
+
+def _closed_within(conn: socket.socket, seconds: float) -> bool:
+    """Wait up to `seconds` for the client to close; True (and note when) if it did."""
+    conn.settimeout(seconds)
+    try:
+        return conn.recv(1) == b""
+    except TimeoutError:
+        return False
+    finally:
+        conn.settimeout(5)
 
 
 def _sse(text: str | None = None, finish: str | None = None) -> bytes:
@@ -110,8 +132,8 @@ def _backend(protocol: str, url: str, stall: float | None) -> OpenAIBackend | Ol
 def play(protocol: str) -> Iterator[object]:
     servers: list[ScriptedStream] = []
 
-    def start(frames: Sequence[Frame]) -> ScriptedStream:
-        server = ScriptedStream(PROTOCOLS[protocol][0], frames)
+    def start(frames: Sequence[Frame], hold: float = 0) -> ScriptedStream:
+        server = ScriptedStream(PROTOCOLS[protocol][0], frames, hold)
         servers.append(server)
         return server
 
@@ -169,6 +191,22 @@ async def test_no_stall_limit(protocol: str, play, sync: bool) -> None:
     deltas = await stream(backend, sync, GenerationRequest.from_prompt("hi"))
     await backend.aclose()
     assert "".join(d.text for d in deltas) == "a"
+
+
+async def test_a_body_held_open_after_the_terminator(protocol: str, play, sync: bool) -> None:
+    """The loop ends within 0.5 s of the terminator; the connection is closed, not kept."""
+    _, data, _ = PROTOCOLS[protocol]
+    server = play([(0, data("a")), *_finish(protocol)], hold=3)
+    backend = _backend(protocol, server.url, STALL)
+    start = time.monotonic()
+    deltas = await stream(backend, sync, GenerationRequest.from_prompt("hi"))
+    elapsed = time.monotonic() - start
+    await backend.aclose()
+    assert "".join(d.text for d in deltas) == "a"
+    assert deltas[-1].finish_reason == "stop"
+    assert elapsed < 0.5
+    server.thread.join(timeout=2)
+    assert not server.thread.is_alive(), "the client kept the held connection open"
 
 
 def test_timeouts_and_retry_policy_are_public() -> None:
