@@ -72,9 +72,7 @@ class ScriptedStream:
                 for delay, data in self.frames:
                     time.sleep(delay)
                     conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
-                if self.hold and not _closed_within(conn, self.hold):
-                    conn.sendall(b"0\r\n\r\n")
-                elif not self.hold:
+                if not (self.hold and _closed_within(conn, self.hold)):
                     conn.sendall(b"0\r\n\r\n")
             except OSError:  # the client gave up and closed
                 self.closed_early.set()
