@@ -163,9 +163,13 @@ class Deadline:
             return value, name
         return max(left, 0.001), "total"
 
+    def expired(self) -> bool:
+        """True once the deadline has passed (never without a total timeout)."""
+        return self.end is not None and time.monotonic() >= self.end
+
     def check(self, call: Call, config: HTTPConfig) -> None:
         """Raise the total timeout error once the deadline has passed."""
-        if self.end is not None and time.monotonic() >= self.end:
+        if self.expired():
             raise timeout_error(call, "total", config)
 
 

@@ -92,11 +92,14 @@ def _body(response: httpx.Response) -> Iterable[bytes]:
 class _Phase:
     """Which timeout names apply to the current attempt, and where it is."""
 
-    __slots__ = ("connect", "first_byte", "idle", "in_body", "status", "streaming")
+    __slots__ = ("connect", "deadline", "first_byte", "idle", "in_body", "status", "streaming")
 
-    def __init__(self, connect: TimeoutName, first_byte: TimeoutName, streaming: bool) -> None:
+    def __init__(
+        self, connect: TimeoutName, first_byte: TimeoutName, streaming: bool, deadline: Deadline
+    ) -> None:
         self.connect = connect
         self.first_byte = first_byte
+        self.deadline = deadline
         self.idle: TimeoutName = "idle"
         self.in_body = False
         self.status: int | None = None
@@ -303,7 +306,7 @@ class SyncTransport:
         timeouts = self.config.timeouts
         connect, connect_name = deadline.clamp(timeouts.connect, "connect")
         first_byte, first_byte_name = deadline.clamp(timeouts.first_byte, "first_byte")
-        phase = _Phase(connect_name, first_byte_name, stream)
+        phase = _Phase(connect_name, first_byte_name, stream, deadline)
         with self._errors(call, phase):
             deadline.check(call, self.config)
             timeout = {
@@ -311,6 +314,7 @@ class SyncTransport:
                 "read": first_byte,
                 "write": first_byte,
                 "pool": deadline.remaining(),
+                "end": deadline.end,  # the wire bounds every body read by it
             }
             request = httpx.Request(
                 call.method,
@@ -377,7 +381,7 @@ class SyncTransport:
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 name = phase.connect
-            elif isinstance(exc, httpx.PoolTimeout):
+            elif isinstance(exc, httpx.PoolTimeout) or phase.deadline.expired():
                 name = "total"
             else:
                 name = phase.idle if phase.in_body else phase.first_byte

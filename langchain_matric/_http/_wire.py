@@ -183,14 +183,20 @@ class _Body(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
         sock = getattr(getattr(response, "connection", None), "sock", None)
+        idle = self._timeout.get("read")  # `idle` by now: see the module
         if sock is not None:
-            sock.settimeout(self._timeout.get("read"))  # `idle` by now: see the module
+            sock.settimeout(idle)
+        reads: Iterator[bytes]
         with _httpx_errors():
             if getattr(response, "chunked", False) and response.supports_chunked_reads():
-                yield from response.read_chunked()  # undecoded: decode_content=False at open
+                reads = response.read_chunked()  # undecoded: decode_content=False at open
             else:
-                while chunk := response.read1(_READ_SIZE):
-                    yield chunk
+                reads = iter(functools.partial(response.read1, _READ_SIZE), b"")
+            end = self._timeout.get("end")
+            if end is None or sock is None:
+                yield from reads
+            else:
+                yield from _before(end, idle, sock, reads)
 
     def limit_reads(self, seconds: float) -> None:
         """Make every later read of this body wait at most `seconds`."""
@@ -204,6 +210,24 @@ class _Body(httpx.SyncByteStream):
         if getattr(response, "connection", None) is not None:  # still held: not read to the end
             response.close()
             response.release_conn()
+
+
+def _before(end: float, idle: float | None, sock: Any, reads: Iterator[bytes]) -> Iterator[bytes]:
+    """`reads`, each waiting at most until `end` (a `time.monotonic()` value) or `idle`.
+
+    Only with a total timeout: a server that trickles bytes faster than `idle` would
+    otherwise hold a read past the call's deadline. A read is one chunk frame (read whole,
+    each receive bounded) or what one receive returns.
+    """
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise httpx.ReadTimeout("the total timeout expired while reading the body")
+        sock.settimeout(left if idle is None else min(idle, left))
+        chunk = next(reads, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 @contextlib.contextmanager

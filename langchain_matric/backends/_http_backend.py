@@ -29,6 +29,7 @@ from langchain_matric.backends._protocols import BaseBackend
 from langchain_matric.backends._types import GenerationDelta, take_undelivered
 from langchain_matric.errors import (
     BackendHTTPError,
+    BackendTimeoutError,
     ConfigurationError,
     MatricError,
     StreamError,
@@ -182,6 +183,15 @@ def _stalled(stall: float, parser: StreamParser) -> StreamTimeoutError:
         "Raise `Timeouts.stall` (None = no limit).",
         partial=parser.partial,
     )
+
+
+def _plain_timeout(error: MatricError) -> bool:
+    return isinstance(error, BackendTimeoutError) and not isinstance(error, StreamError)
+
+
+def _mid_stream(error: MatricError) -> StreamTimeoutError:
+    """An idle or total timeout after data reached the caller: a `StreamError` too."""
+    return StreamTimeoutError(error.message, partial=error.partial)
 
 
 def _drain(response: StreamResponse) -> None:
@@ -356,10 +366,12 @@ class HTTPBackend(BaseBackend):
     def _drive(self, parser: StreamParser, response: StreamResponse) -> Iterator[GenerationDelta]:
         stall = self._stall_limit(parser)
         last_data = time.monotonic()
+        delivered = False
         try:
             for data in response.iter_bytes():
                 deltas = parser.feed(data)
                 if deltas:
+                    delivered = True
                     if stall is not None:
                         last_data = time.monotonic()
                     yield from deltas
@@ -374,6 +386,8 @@ class HTTPBackend(BaseBackend):
                 error.partial = parser.partial
             _locate(error, response.url)
             yield from take_undelivered(error)  # decoded in the failing read: deliver first
+            if delivered and _plain_timeout(error):
+                raise _mid_stream(error) from error
             raise
 
     async def _adrive(
@@ -381,10 +395,12 @@ class HTTPBackend(BaseBackend):
     ) -> AsyncIterator[GenerationDelta]:
         stall = self._stall_limit(parser)
         last_data = time.monotonic()
+        delivered = False
         try:
             async for data in response.aiter_bytes():
                 deltas = parser.feed(data)
                 if deltas:
+                    delivered = True
                     if stall is not None:
                         last_data = time.monotonic()
                     for delta in deltas:
@@ -402,6 +418,8 @@ class HTTPBackend(BaseBackend):
             _locate(error, response.url)
             for delta in take_undelivered(error):  # decoded in the failing read
                 yield delta
+            if delivered and _plain_timeout(error):
+                raise _mid_stream(error) from error
             raise
 
     # -- resources -----------------------------------------------------------------------

@@ -354,7 +354,10 @@ async def test_stall_mid_stream_is_an_idle_timeout(server, protocol, layer, sync
     timeouts = Timeouts(connect=5, first_byte=10, idle=idle)
     with backend_for(protocol, server, timeouts=timeouts) as backend:
         out = await consume(layer, backend, sync)
-    assert type(out.error) is errors.BackendTimeoutError
+    # a timeout, and a StreamError: text had reached the caller
+    assert type(out.error) is errors.StreamTimeoutError
+    assert isinstance(out.error, errors.BackendTimeoutError)
+    assert not out.error.is_retryable
     assert "idle timeout" in str(out.error)
     assert "0.5 s" in str(out.error)
     assert "Timeouts.idle" in str(out.error)
@@ -533,7 +536,7 @@ async def test_total_timeout(server, protocol, sync) -> None:
     with backend_for(protocol, server, timeouts=timeouts) as backend:
         started = time.monotonic()
         out = await consume("backend", backend, sync)
-    assert type(out.error) is errors.BackendTimeoutError
+    assert type(out.error) is errors.StreamTimeoutError  # text had reached the caller
     assert "total timeout (0.6 s)" in str(out.error)
     assert out.pieces
     assert out.error.partial == out.text
@@ -569,7 +572,7 @@ async def test_adapter_limits_reach_the_backend(server, protocol, sync, cls) -> 
     server.script(Reply(text=WORDS))
     server.fault(Fault.stall(30, after=LEAD[protocol] + 1))
     out = await consume_adapter(model, sync)
-    assert type(out.error) is errors.BackendTimeoutError
+    assert type(out.error) is errors.StreamTimeoutError  # text reached the caller first
     assert "idle timeout" in str(out.error)
     assert "(0.5 s)" in str(out.error)
     assert out.text == WORDS[0] == out.error.partial

@@ -28,7 +28,7 @@ from langchain_matric.backends import (
 )
 from langchain_matric.errors import BackendTimeoutError, StreamError, StreamTimeoutError
 
-from .conftest import stream
+from .conftest import generate, stream
 
 Frame = tuple[float, bytes]
 STALL = 0.4
@@ -37,10 +37,13 @@ STALL = 0.4
 class ScriptedStream:
     """Answers each connection's first request with a chunked body played from `frames`."""
 
-    def __init__(self, content_type: str, frames: Sequence[Frame], hold: float = 0) -> None:
+    def __init__(
+        self, content_type: str, frames: Sequence[Frame], hold: float = 0, chunked: bool = True
+    ) -> None:
         self.content_type = content_type
         self.frames = list(frames)
         self.hold = hold
+        self.chunked = chunked
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(5)
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -62,17 +65,17 @@ class ScriptedStream:
             length = re.search(rb"(?im)^content-length: *(\d+)", head)
             while length is not None and len(body) < int(length[1]):
                 body += conn.recv(65536)
-            head = (
-                "HTTP/1.1 200 OK\r\n"
-                f"Content-Type: {self.content_type}\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n"
-            )
+            if self.chunked:
+                framing = "Transfer-Encoding: chunked"
+            else:
+                framing = f"Content-Length: {sum(len(data) for _, data in self.frames)}"
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\n{framing}\r\n\r\n"
             try:
                 conn.sendall(head.encode())
                 for delay, data in self.frames:
                     time.sleep(delay)
-                    conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
-                if not (self.hold and _closed_within(conn, self.hold)):
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+                if self.chunked and not (self.hold and _closed_within(conn, self.hold)):
                     conn.sendall(b"0\r\n\r\n")
             except OSError:  # the client gave up and closed
                 self.closed_early.set()
@@ -117,8 +120,10 @@ def protocol(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _backend(protocol: str, url: str, stall: float | None) -> OpenAIBackend | OllamaBackend:
-    timeouts = Timeouts(idle=5, stall=stall)
+def _backend(
+    protocol: str, url: str, stall: float | None, total: float | None = None
+) -> OpenAIBackend | OllamaBackend:
+    timeouts = Timeouts(idle=5, stall=stall, total=total)
     if protocol == "openai":
         return OpenAIBackend(
             url + "/v1", api_key="sk-test", model="m", timeouts=timeouts, max_retries=0
@@ -130,8 +135,11 @@ def _backend(protocol: str, url: str, stall: float | None) -> OpenAIBackend | Ol
 def play(protocol: str) -> Iterator[object]:
     servers: list[ScriptedStream] = []
 
-    def start(frames: Sequence[Frame], hold: float = 0) -> ScriptedStream:
-        server = ScriptedStream(PROTOCOLS[protocol][0], frames, hold)
+    def start(
+        frames: Sequence[Frame], hold: float = 0, content_type: str = "", chunked: bool = True
+    ) -> ScriptedStream:
+        content_type = content_type or PROTOCOLS[protocol][0]
+        server = ScriptedStream(content_type, frames, hold, chunked)
         servers.append(server)
         return server
 
@@ -205,6 +213,49 @@ async def test_a_body_held_open_after_the_terminator(protocol: str, play, sync: 
     assert elapsed < 0.5
     server.thread.join(timeout=2)
     assert not server.thread.is_alive(), "the client kept the held connection open"
+
+
+TOTAL = 0.5
+ANSWERS = {
+    "openai": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]},
+    "ollama": {"model": "m", "message": {"role": "assistant", "content": "hi"}, "done": True},
+}
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+async def test_total_bounds_a_trickled_answer(
+    protocol: str, play, sync: bool, chunked: bool
+) -> None:
+    """A whole answer sent a byte every 20 ms (never idle): `total` still ends the call."""
+    body = json.dumps(ANSWERS[protocol]).encode() + b" " * 200
+    server = play(
+        [(0.02, body[i : i + 1]) for i in range(len(body))],
+        content_type="application/json",
+        chunked=chunked,
+    )
+    backend = _backend(protocol, server.url, None, total=TOTAL)
+    request = GenerationRequest.from_prompt("hi")
+    start = time.monotonic()
+    with pytest.raises(BackendTimeoutError, match=r"total timeout \(0.5 s\)"):
+        await generate(backend, sync, request)
+    elapsed = time.monotonic() - start
+    await backend.aclose()
+    assert TOTAL <= elapsed < TOTAL + 0.5
+
+
+async def test_total_after_data_is_a_stream_timeout(protocol: str, play, sync: bool) -> None:
+    """Data every 50 ms, no end: `total` ends it; text was delivered, so a StreamError."""
+    _, data, _ = PROTOCOLS[protocol]
+    server = play([(0.05, data("a")) for _ in range(100)])
+    backend = _backend(protocol, server.url, None, total=TOTAL)
+    start = time.monotonic()
+    with pytest.raises(StreamTimeoutError, match=r"total timeout \(0.5 s\)") as caught:
+        await stream(backend, sync, GenerationRequest.from_prompt("hi"))
+    elapsed = time.monotonic() - start
+    await backend.aclose()
+    assert TOTAL <= elapsed < TOTAL + 0.5
+    assert caught.value.partial.startswith("aaaa")
+    assert not caught.value.is_retryable
 
 
 def test_timeouts_and_retry_policy_are_public() -> None:

@@ -693,7 +693,7 @@ def test_sync_requests_carry_the_configured_timeouts() -> None:
     config = HTTPConfig("http://h", timeouts=Timeouts(connect=1.5, first_byte=2.5, idle=3.5))
     with SyncTransport(config, transport=httpx.MockTransport(handler)) as transport:
         transport.request("GET", "/x")
-    assert seen == [{"connect": 1.5, "read": 2.5, "write": 2.5, "pool": None}]
+    assert seen == [{"connect": 1.5, "read": 2.5, "write": 2.5, "pool": None, "end": None}]
 
 
 def test_sync_transport_keeps_no_cookies(server) -> None:
