@@ -9,7 +9,7 @@ LangChain's own retry and context-overflow handling recognises ours::
     ├── BackendConnectionError(ModelConnectionError)   refused, reset, DNS, TLS
     ├── BackendTimeoutError(ModelTimeoutError)     connect, first byte, idle or total
     ├── StreamError(ModelError)                    a stream broke after it began
-    │   └── StreamTimeoutError(BackendTimeoutError)  no data for `Timeouts.stall`
+    │   └── StreamTimeoutError(BackendTimeoutError)  stall, or a timeout after data
     ├── ResponseParseError(ModelAPIError)          an answer arrived but breaks HTTP
     └── BackendHTTPError(ModelAPIError)            the server answered with an error
         ├── AuthenticationError(ModelAuthenticationError)       401
@@ -149,10 +149,12 @@ class ResponseParseError(MatricError, core.ModelAPIError):
 
 
 class StreamTimeoutError(StreamError, BackendTimeoutError):
-    """A stream sent no data for longer than `Timeouts.stall`, only keep-alive bytes.
+    """A stream timed out: a stall, or the idle or total timeout after data arrived.
 
-    A `StreamError` (never retried; `partial` keeps the text so far) and a timeout
-    (`BackendTimeoutError`, core's `ModelTimeoutError`) at once.
+    Raised when no data came for `Timeouts.stall` (keep-alive bytes only), and for an
+    idle or total timeout once text had reached the caller. A `StreamError` (never
+    retried; `partial` keeps the text so far) and a timeout (`BackendTimeoutError`,
+    core's `ModelTimeoutError`) at once.
 
     Example:
         >>> error = StreamTimeoutError("no data for 300 s", partial="Hel")
