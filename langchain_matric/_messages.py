@@ -208,6 +208,8 @@ def usage_metadata(usage: Usage) -> UsageMetadata:
     )
     if usage.reasoning_tokens is not None:
         meta["output_token_details"] = {"reasoning": usage.reasoning_tokens}
+    if usage.cached_tokens is not None:
+        meta["input_token_details"] = {"cache_read": usage.cached_tokens}
     return meta
 
 

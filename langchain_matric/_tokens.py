@@ -49,4 +49,6 @@ def usage_to_dict(usage: Usage) -> dict[str, int]:
     }
     if usage.reasoning_tokens is not None:
         out["reasoning_tokens"] = usage.reasoning_tokens
+    if usage.cached_tokens is not None:
+        out["cached_tokens"] = usage.cached_tokens
     return out

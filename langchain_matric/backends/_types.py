@@ -19,14 +19,16 @@ class Usage:
 
     Example:
         >>> Usage(input_tokens=12, output_tokens=3)
-        Usage(input_tokens=12, output_tokens=3, total_tokens=15, reasoning_tokens=None)
-    """
+        Usage(input_tokens=12, output_tokens=3, total_tokens=15, reasoning_tokens=None, cached_tokens=None)
+    """  # noqa: E501
 
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = -1
     """Defaults to input + output when the server does not say."""
     reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Input tokens the server served from its prompt cache, when it says."""
 
     def __post_init__(self) -> None:
         if self.total_tokens < 0:
@@ -123,6 +125,8 @@ class GenerationRequest:
     """A raw prompt for `/completions` or Ollama `/api/generate`; `messages` stay empty."""
     model: str | None = None
     """Overrides the backend's model for this request."""
+    api: Literal["chat", "responses"] | None = None
+    """Which API carries a chat request: None is the backend's own choice (`api=`)."""
 
     @classmethod
     def from_prompt(

@@ -1,0 +1,274 @@
+"""`ResponsesStreamParser`: a Responses API event stream to deltas, with no I/O.
+
+Events are told apart by their JSON `type` (the SSE `event:` name when it has none).
+Servers differ (docs/architecture.md): every field but `type` may be absent, so an
+event's item is found by `item_id` against the added item's `id` or `call_id`, then
+by `output_index`, then as the last open item of that kind (llama.cpp sends no
+`output_index`, and its function-call items carry only `call_id`, which their argument
+deltas use as `item_id`). Finish reason and usage come from the terminal response
+(`response.completed` / `response.incomplete`), parsed as a whole answer is, reading its
+`status`, not the event's name (vLLM reports a length stop inside `response.completed`).
+An event with a top-level `error`, an `error` event and `response.failed` raise typed
+errors with `partial`; a body that ends before a terminal event is a truncated
+`StreamError`; unknown events are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_matric._json import loads, text_of
+from langchain_matric.backends._responses_wire import (
+    finish_reason_of,
+    parse_responses_response,
+    part_texts,
+    raise_response_error,
+)
+from langchain_matric.backends._types import (
+    GenerationDelta,
+    ToolCallDelta,
+    keep_undelivered,
+)
+from langchain_matric.errors import MatricError, StreamError
+from langchain_matric.sse import ServerSentEvent, SSEDecoder
+
+__all__ = ["ResponsesStreamParser"]
+
+_TEXT = "response.output_text.delta"
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _surface_error_line(name: str, value: str) -> ServerSentEvent | None:
+    # A bare `error: {...}` line (llama.cpp) is an error, not a field to drop.
+    return ServerSentEvent(event="error", data=value) if name == "error" else None
+
+
+class _Call:
+    """A function-call item seen in the stream (added, given arguments, done)."""
+
+    __slots__ = ("call_id", "id", "index", "open", "output_index", "sent_arguments")
+
+    def __init__(self, item: dict[str, Any], output_index: Any, index: int) -> None:
+        self.id = item.get("id")
+        self.call_id = item.get("call_id")
+        self.output_index = output_index
+        self.index = index
+        self.open = True
+        self.sent_arguments = False
+
+
+class ResponsesStreamParser:
+    r"""Responses API SSE events to `GenerationDelta`s (the `StreamParser` shape).
+
+    Example:
+        >>> parser = ResponsesStreamParser("http://127.0.0.1/v1/responses")
+        >>> events = (
+        ...     b'event: response.output_text.delta\n'
+        ...     b'data: {"type":"response.output_text.delta","delta":"Hi"}\n\n'
+        ...     b'data: {"type":"response.completed","response":{"status":"completed",'
+        ...     b'"output":[],"usage":{"input_tokens":2,"output_tokens":1}}}\n\n')
+        >>> [(d.text, d.finish_reason) for d in parser.feed(events)]
+        [('Hi', None), ('', 'stop')]
+        >>> parser.done, parser.partial
+        (True, 'Hi')
+    """
+
+    def __init__(self, url: str, *, max_line_size: int = 32 * 1024 * 1024) -> None:
+        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=_surface_error_line)
+        self._url = url
+        self._pieces: list[str] = []
+        self._reasoned = False
+        self._calls: list[_Call] = []
+        self._model_sent = False
+        self.done = False
+
+    @property
+    def partial(self) -> str:
+        """Text received so far."""
+        return "".join(self._pieces)
+
+    def feed(self, data: bytes) -> list[GenerationDelta]:
+        """Consume body bytes."""
+        deltas: list[GenerationDelta] = []
+        try:
+            values = self._decoder.feed_plain(data)
+            if values is not None:  # only `data:` lines (no `event:` names)
+                for value in values:
+                    self._on_data(value, "", deltas)
+                    if self.done:
+                        break
+                return deltas
+            for event in self._decoder.feed(data):
+                self._on_data(event.data, event.event, deltas)
+                if self.done:
+                    break
+        except MatricError as error:
+            keep_undelivered(error, deltas)  # the driver yields them before the error
+            raise
+        return deltas
+
+    def finish(self) -> list[GenerationDelta]:
+        """Consume a clean end of the body: without a terminal event, it is truncated."""
+        self._decoder.flush()
+        if not self.done:
+            msg = (
+                f"stream from {self._url} ended before response.completed: the answer is "
+                f"truncated ({len(self.partial)} characters kept)"
+            )
+            raise StreamError(msg, partial=self.partial)
+        return []
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_data(self, data: str | bytes, name: str, deltas: list[GenerationDelta]) -> None:
+        if not data:
+            if name == "error":
+                raise_response_error({"error": "the server sent `event: error`"}, self._url)
+            return
+        if data == b"[DONE]" or data == "[DONE]":  # noqa: PLR1714 - bytes or str
+            return
+        try:
+            obj = loads(data)
+        except ValueError:
+            line = text_of(data)[:200]
+            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
+            raise StreamError(msg, partial=self.partial, line=line) from None
+        if not isinstance(obj, dict):
+            line = text_of(data)[:200]
+            msg = f"unexpected data line from {self._url}: {line!r}"
+            raise StreamError(msg, partial=self.partial, line=line)
+        kind = obj.get("type") or name
+        if kind == _TEXT and "error" not in obj:  # the hot path
+            text = obj.get("delta")
+            if isinstance(text, str) and text:
+                self._pieces.append(text)
+                deltas.append(GenerationDelta(text))
+            return
+        if obj.get("error") or kind == "error" or name == "error" or obj.get("object") == "error":
+            shaped = obj.get("error") or kind == "error" or obj.get("object") == "error"
+            raise_response_error(obj if shaped else {"error": obj}, self._url, partial=self.partial)
+        if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            text = obj.get("delta")
+            if isinstance(text, str) and text:
+                self._reasoned = True
+                deltas.append(GenerationDelta("", text))
+        elif kind == "response.function_call_arguments.delta":
+            self._on_arguments(obj, deltas)
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            self._on_item(obj, deltas, done=kind == "response.output_item.done")
+        elif kind == "response.function_call_arguments.done":
+            call = self._find(obj)
+            arguments = obj.get("arguments")
+            if call is not None and not call.sent_arguments and isinstance(arguments, str):
+                self._send_arguments(call, arguments, deltas)
+        elif kind in _TERMINAL:
+            self._on_terminal(obj, deltas)
+        elif kind in ("response.created", "response.in_progress") and not self._model_sent:
+            response = obj.get("response")
+            model = response.get("model") if isinstance(response, dict) else None
+            if model:
+                self._model_sent = True
+                deltas.append(GenerationDelta(model=model))
+
+    def _find(self, obj: dict[str, Any]) -> _Call | None:
+        """The function call an event is about: `item_id`, `output_index`, last open."""
+        calls = self._calls
+        item_id = obj.get("item_id")
+        if item_id is not None:
+            for call in calls:
+                if item_id in (call.id, call.call_id):
+                    return call
+        output_index = obj.get("output_index")
+        if output_index is not None:
+            for call in calls:
+                if call.output_index == output_index:
+                    return call
+        for call in reversed(calls):
+            if call.open:
+                return call
+        return None
+
+    def _on_item(self, obj: dict[str, Any], deltas: list[GenerationDelta], *, done: bool) -> None:
+        item = obj.get("item")
+        if not isinstance(item, dict):
+            return
+        kind = item.get("type")
+        if kind == "function_call":
+            call = None
+            if done:
+                ident = item.get("id") or item.get("call_id")
+                call = self._find({"item_id": ident, "output_index": obj.get("output_index")})
+            if call is None:
+                call = _Call(item, obj.get("output_index"), len(self._calls))
+                self._calls.append(call)
+                call_id = call.call_id or call.id or f"call_{call.index}"
+                name = item.get("name") or ""
+                deltas.append(
+                    GenerationDelta(tool_call_deltas=(ToolCallDelta(call.index, call_id, name),))
+                )
+            arguments = item.get("arguments")
+            if isinstance(arguments, str) and arguments and not call.sent_arguments:
+                self._send_arguments(call, arguments, deltas)
+            if done:
+                call.open = False
+        elif done and kind == "message" and not self._pieces:
+            text = "".join(part_texts(item.get("content"), ("output_text", "text")))
+            if text:  # a server that sent the item but no text deltas
+                self._pieces.append(text)
+                deltas.append(GenerationDelta(text=text))
+        elif done and kind == "reasoning" and not self._reasoned:
+            found = part_texts(item.get("content"), ("reasoning_text", "text"))
+            text = "".join(found or part_texts(item.get("summary"), ("summary_text",)))
+            if text:
+                self._reasoned = True
+                deltas.append(GenerationDelta(reasoning=text))
+
+    def _on_arguments(self, obj: dict[str, Any], deltas: list[GenerationDelta]) -> None:
+        piece = obj.get("delta")
+        if not isinstance(piece, str):
+            piece = json.dumps(piece) if piece is not None else ""
+        if not piece:
+            return
+        call = self._find(obj)
+        if call is None:
+            msg = (
+                f"stream from {self._url} sent function-call arguments for an item it never "
+                f"announced (item_id={obj.get('item_id')!r})"
+            )
+            raise StreamError(msg, partial=self.partial)
+        self._send_arguments(call, piece, deltas)
+
+    @staticmethod
+    def _send_arguments(call: _Call, piece: str, deltas: list[GenerationDelta]) -> None:
+        call.sent_arguments = True
+        delta = ToolCallDelta(call.index, None, None, piece)
+        deltas.append(GenerationDelta(tool_call_deltas=(delta,)))
+
+    def _on_terminal(self, obj: dict[str, Any], deltas: list[GenerationDelta]) -> None:
+        response = obj.get("response")
+        if not isinstance(response, dict):
+            msg = f"stream from {self._url} sent {obj.get('type')} without its response"
+            raise StreamError(msg, partial=self.partial)
+        if obj.get("type") == "response.failed" and response.get("status") != "failed":
+            response = {**response, "status": "failed"}
+        raise_response_error(response, self._url, partial=self.partial)
+        if not isinstance(response.get("output"), list):
+            response = {**response, "output": []}
+        whole = parse_responses_response(response, self._url)
+        # What the events did not carry (a server that sends only items or only the end).
+        if whole.text and not self._pieces:
+            self._pieces.append(whole.text)
+            deltas.append(GenerationDelta(text=whole.text))
+        if whole.reasoning and not self._reasoned:
+            deltas.append(GenerationDelta(reasoning=whole.reasoning))
+        if whole.tool_calls and not self._calls:
+            for index, call in enumerate(whole.tool_calls):
+                delta = ToolCallDelta(index, call.id, call.name, call.arguments)
+                deltas.append(GenerationDelta(tool_call_deltas=(delta,)))
+                self._calls.append(_Call({"call_id": call.id}, None, index))
+        finish = finish_reason_of(response, called_tools=bool(self._calls))
+        model = None if self._model_sent else whole.model
+        self._model_sent = True
+        deltas.append(GenerationDelta(finish_reason=finish, usage=whole.usage, model=model))
+        self.done = True
