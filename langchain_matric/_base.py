@@ -355,7 +355,27 @@ class MatricGenerationBase(MatricBase):
     # -- backend -----------------------------------------------------------------------
 
     def _generation_backend(self) -> GenerationBackend:
-        return cast("GenerationBackend", self._resolve_backend("generation"))
+        backend = self._resolve_backend("generation")
+        if self.__dict__.get("api") == "responses" and "responses" not in getattr(
+            backend, "generation_apis", ()
+        ):
+            msg = (
+                f"api='responses' needs a backend that speaks the OpenAI Responses API: "
+                f"backend='openai' with the server's /v1 URL (Ollama's too), not "
+                f"{backend_label(backend)}"
+            )
+            raise ConfigurationError(msg)
+        return cast("GenerationBackend", backend)
+
+    def _chat_api(self) -> Literal["chat", "responses"] | None:
+        """The API a chat request asks for: this object's `api` when set, else None.
+
+        None leaves the choice to the backend (`OpenAIBackend(api=...)`, chat by default).
+        """
+        api = self.__dict__.get("api")
+        if api == "responses" or (api == "chat" and "api" in self.model_fields_set):
+            return cast("Literal['chat', 'responses']", api)
+        return None
 
     @staticmethod
     def _stream_source(backend: object) -> StreamingGeneration | None:
@@ -425,6 +445,9 @@ class MatricGenerationBase(MatricBase):
                 params[name] = value
         if self.model_kwargs:
             params["model_kwargs"] = self.model_kwargs
+        api = self.__dict__.get("api")
+        if api is not None and api != "chat":
+            params["api"] = api
         return params
 
     def _ls_params(

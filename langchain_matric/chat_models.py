@@ -78,6 +78,8 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
     Key init args — client params:
         backend: "openai" | "ollama" | backend instance | None
             Which server API to speak; None uses the configured default.
+        api: "chat" | "responses"
+            With backend="openai": chat completions (default) or the Responses API.
         base_url: str | None
             Server URL.
         api_key: SecretStr | None
@@ -153,6 +155,12 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
 
     model_config = ADAPTER_CONFIG
 
+    api: Literal["chat", "responses"] = "chat"
+    """"chat": `/chat/completions`; "responses": the OpenAI Responses API (`/responses`,
+    stateless: `store: false` unless `model_kwargs={"store": True}`; pass
+    `previous_response_id=` per call to continue a stored response). With a backend
+    instance and `api` not given, the backend's own `api` applies."""
+
     @property
     def _llm_type(self) -> str:
         return "matric-chat"
@@ -177,6 +185,7 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             tool_choice=tool_choice,
             response_format=response_format,
             model=model,
+            api=self._chat_api(),
         )
 
     def _metadata(

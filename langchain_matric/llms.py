@@ -31,7 +31,8 @@ class MatricLLM(MatricGenerationBase, LLM):
 
     Each prompt is sent as one user turn to the chat API (or, with
     `api="completions"`, as a raw prompt to `/completions` or Ollama's
-    `/api/generate`, for base models). A backend that cannot stream still works:
+    `/api/generate`, for base models; with `api="responses"`, to the OpenAI
+    Responses API). A backend that cannot stream still works:
     `.stream()` then yields the whole answer as one chunk with the same metadata. A
     reasoning model's thinking goes to `generation_info["reasoning_content"]` (streamed
     in chunks whose text is empty), never into the text.
@@ -122,8 +123,9 @@ class MatricLLM(MatricGenerationBase, LLM):
 
     model_config = ADAPTER_CONFIG
 
-    api: Literal["chat", "completions"] = "chat"
-    """"chat": one user turn per prompt; "completions": the raw prompt (base models)."""
+    api: Literal["chat", "completions", "responses"] = "chat"
+    """"chat": one user turn per prompt; "completions": the raw prompt (base models);
+    "responses": one user turn over the OpenAI Responses API (`/responses`, stateless)."""
 
     disable_streaming: bool = False
     """When True, `.stream()` yields the whole answer as one chunk."""
@@ -147,8 +149,9 @@ class MatricLLM(MatricGenerationBase, LLM):
         if self.api == "completions":
             return GenerationRequest(prompt=prompt, options=options, model=model)
         return GenerationRequest(
-            messages=[ChatMessage("user", prompt)], options=options, model=model
-        )
+            messages=[ChatMessage("user", prompt)], options=options, model=model,
+            api=self._chat_api(),
+        )  # fmt: skip
 
     def _generation_info(
         self, backend: GenerationBackend, request: GenerationRequest, generation: Generation

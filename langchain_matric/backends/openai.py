@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from langchain_matric._http import AsyncStreamResponse, Response, StreamResponse, Timeouts
 from langchain_matric.backends import _openai_wire as wire
+from langchain_matric.backends import _responses_wire as responses_wire
 from langchain_matric.backends._http_backend import (
     DEFAULT_MAX_LINE_SIZE,
     HTTPBackend,
@@ -28,6 +29,7 @@ from langchain_matric.backends._http_backend import (
     check_model_name,
 )
 from langchain_matric.backends._protocols import as_request
+from langchain_matric.backends._responses_stream import ResponsesStreamParser
 from langchain_matric.backends._types import (
     Generation,
     GenerationDelta,
@@ -48,6 +50,8 @@ logger = logging.getLogger("langchain_matric")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 TokenLimitSetting = Literal["auto", "max_tokens", "max_completion_tokens"]
+ChatAPI = Literal["chat", "responses"]
+_API_NAMES = ("chat", "responses")
 
 
 class OpenAIBackend(HTTPBackend):
@@ -55,12 +59,17 @@ class OpenAIBackend(HTTPBackend):
 
     Setup:
         Any server with `/v1/chat/completions`: OpenAI, vLLM, llama.cpp, LM Studio,
-        LocalAI, TGI, Ollama's `/v1`; Azure OpenAI with `azure_endpoint`.
+        LocalAI, TGI, Ollama's `/v1`; Azure OpenAI with `azure_endpoint`. With
+        `api="responses"`, chat requests go to `/v1/responses` instead (OpenAI, vLLM,
+        llama.cpp's `llama-server`, Ollama's `/v1`, LM Studio).
 
     Key init args:
         base_url: the API root, including `/v1` for most servers.
         api_key: sent as `Authorization: Bearer` (Azure: `api-key`).
         model, embed_model: the generation and embedding models.
+        api: "chat" (`/chat/completions`, the default) or "responses" (`/responses`,
+            stateless: `store: false` unless a request passes `store`); a request's
+            own `api` wins.
         embed_dimension: when set, every vector's size is checked against it.
         timeouts, max_retries, verify_tls, headers: transport settings.
 
@@ -84,7 +93,17 @@ class OpenAIBackend(HTTPBackend):
         ```python
         vectors = backend.embed_texts(["a", "b"])
         ```
+
+    The Responses API:
+        ```python
+        backend = OpenAIBackend(base_url="http://127.0.0.1:8000/v1", model="qwen2.5",
+                                api="responses")
+        print(backend.generate("Say hi").text)
+        ```
     """
+
+    generation_apis: frozenset[str] = frozenset({"chat", "completions", "responses"})
+    """The APIs a request may ask for (`GenerationRequest.api`, or a prompt for completions)."""
 
     def __init__(
         self,
@@ -109,9 +128,13 @@ class OpenAIBackend(HTTPBackend):
         send_dimensions: bool = False,
         streaming: bool = True,
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        api: ChatAPI = "chat",
         **transport: Any,
     ) -> None:
         check_model_name("OpenAIBackend", "model", model, "gpt-4o-mini")
+        if api not in _API_NAMES:
+            msg = f"OpenAIBackend: api={api!r} is unknown: use 'chat' (the default) or 'responses'"
+            raise ConfigurationError(msg)
         check_model_name("OpenAIBackend", "embed_model", embed_model, "text-embedding-3-small")
         if embed_dimension is not None and embed_dimension <= 0:
             msg = f"embed_dimension={embed_dimension!r} must be a positive integer or None"
@@ -149,6 +172,8 @@ class OpenAIBackend(HTTPBackend):
         self._send_dimensions = send_dimensions
         self._chat_path = self._path(azure_deployment or model, "/chat/completions")
         self._completions_path = self._path(azure_deployment or model, "/completions")
+        self._responses_path = self._path(azure_deployment or model, "/responses")
+        self.api: ChatAPI = api
         self._embeddings_path = self._path(azure_embed_deployment or embed_model, "/embeddings")
         self._models_path = "/openai/models" if self._azure else "/models"
         # What the server turned out to accept; learned once, then remembered.
@@ -170,7 +195,14 @@ class OpenAIBackend(HTTPBackend):
 
     # -- payloads and learning -----------------------------------------------------------
 
+    def _responses(self, request: GenerationRequest) -> bool:
+        """True when `request` goes to `/responses` (a chat request on that API)."""
+        return request.prompt is None and (request.api or self.api) == "responses"
+
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        if self._responses(request):
+            body = responses_wire.responses_payload(request, model=self.model_name, stream=stream)
+            return self._responses_path, body
         if request.prompt is not None:
             body = wire.completion_payload(
                 request, model=self.model_name, stream=stream, stream_usage=self._stream_usage
@@ -187,6 +219,8 @@ class OpenAIBackend(HTTPBackend):
 
     def _learn(self, error: BadRequestError, *, stream: bool) -> bool:
         """Adapt to a rejected parameter; True when the request should be sent again."""
+        if body_path_is_responses(error):
+            return False
         if (
             self._token_limit_auto
             and self._token_limit == "max_tokens"
@@ -204,6 +238,8 @@ class OpenAIBackend(HTTPBackend):
         return self.base_url.rstrip("/") + path
 
     def _parse(self, request: GenerationRequest, obj: Any, path: str) -> Generation:
+        if self._responses(request):
+            return responses_wire.parse_responses_response(obj, self._url(path))
         if request.prompt is not None:
             return wire.parse_completion_response(obj, self._url(path))
         return wire.parse_chat_response(obj, self._url(path))
@@ -212,6 +248,17 @@ class OpenAIBackend(HTTPBackend):
         self, request: GenerationRequest, response: StreamResponse | AsyncStreamResponse
     ) -> StreamParser:
         url = response.url
+        if self._responses(request):
+            if response.content_type == "text/event-stream":
+                return ResponsesStreamParser(url, max_line_size=self.max_line_size)
+            if response.content_type in ("application/json", ""):
+                return JSONBodyParser(
+                    lambda obj: wire.generation_to_deltas(
+                        responses_wire.parse_responses_response(obj, url)
+                    ),
+                    url,
+                )
+            return WrongContentTypeParser(response.content_type, url, "text/event-stream")
         completions = request.prompt is not None
         if response.content_type == "text/event-stream":
             return wire.OpenAIStreamParser(
@@ -238,6 +285,9 @@ class OpenAIBackend(HTTPBackend):
                 if self._learn(error, stream=False):
                     continue
                 raise
+            except BackendHTTPError as error:
+                _hint_chat_api(error)
+                raise
             return self._parse(request, response.json(), path)
 
     async def _agenerate(self, request: GenerationRequest) -> Generation:
@@ -249,6 +299,9 @@ class OpenAIBackend(HTTPBackend):
             except BadRequestError as error:
                 if self._learn(error, stream=False):
                     continue
+                raise
+            except BackendHTTPError as error:
+                _hint_chat_api(error)
                 raise
             return self._parse(request, response.json(), path)
 
@@ -272,6 +325,9 @@ class OpenAIBackend(HTTPBackend):
                 except BadRequestError as error:
                     if not self._learn(error, stream=True):
                         raise
+                except BackendHTTPError as error:
+                    _hint_chat_api(error)
+                    raise
             try:
                 yield from self._drive(self._parser_for(request, response), response)
             except wire.EmptyStreamError:
@@ -307,6 +363,9 @@ class OpenAIBackend(HTTPBackend):
                 except BadRequestError as error:
                     if not self._learn(error, stream=True):
                         raise
+                except BackendHTTPError as error:
+                    _hint_chat_api(error)
+                    raise
             try:
                 async for delta in self._adrive(self._parser_for(request, response), response):
                     yield delta
@@ -475,6 +534,24 @@ class OpenAIBackend(HTTPBackend):
 
 
 _TOKENIZE_ROUTES = ("/tokenize", "/extras/tokenize/count")
+
+
+def body_path_is_responses(error: BadRequestError) -> bool:
+    """True for an error from `/responses`: nothing there is learned (no `max_tokens`)."""
+    return bool(error.url) and str(error.url).endswith("/responses")
+
+
+def _hint_chat_api(error: BackendHTTPError) -> None:
+    """Say, in a 404 from `/responses`, that the server may only speak chat completions."""
+    if error.status != 404 or not str(error.url or "").endswith("/responses"):
+        return
+    hint = (
+        " The server has no Responses API at this URL: use api='chat' "
+        "(/chat/completions), or check `base_url`."
+    )
+    if hint not in error.message:
+        error.message += hint
+        error.args = (error.message,)
 
 
 def _token_count(obj: Any) -> int | None:
