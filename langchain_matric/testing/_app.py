@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_matric.testing import _model, _render
+from langchain_matric.testing import _model, _render, _responses
 from langchain_matric.testing._types import Fault, RecordedRequest, Reply, ServerOptions
 from langchain_matric.testing._wire import Step, Style, stream_steps, with_pings
 
@@ -65,10 +65,12 @@ class App:
         self.counter = 0
         self._ids = itertools.count(1)
         self._cache: dict[tuple[Any, ...], tuple[Reply, Response]] = {}
+        self._last_words: list[str] = []  # the previous Responses prompt: the "prompt cache"
         self._routes: dict[str, tuple[str, Callable[[RecordedRequest, Fault | None], Response]]]
         self._routes = {
             "/v1/chat/completions": ("POST", self._openai_chat),
             "/v1/completions": ("POST", self._openai_completion),
+            "/v1/responses": ("POST", self._openai_responses),
             "/v1/embeddings": ("POST", self._openai_embeddings),
             "/v1/models": ("GET", self._openai_models),
             "/api/chat": ("POST", self._ollama_chat),
@@ -239,6 +241,43 @@ class App:
                 self._cache.clear()
             self._cache[cache_key] = (reply, response)  # type: ignore[assignment]
         return response
+
+    def _openai_responses(self, request: RecordedRequest, fault: Fault | None) -> Response:
+        body: dict[str, Any] = request.json
+        prompt = _responses.responses_prompt(body, self._model(0))
+        limit = self.options.context_chars
+        if limit is not None and prompt.chars > limit:
+            message = (
+                f"This model's maximum context length is {limit} tokens. However, your "
+                f"messages resulted in {prompt.chars} tokens."
+            )
+            return _error(request.path, 400, message, code="context_length_exceeded")
+        reply = self._next_reply()
+        if reply is not None:
+            answer = _model.answer_from_reply(reply, prompt)
+        else:
+            answer = _model.answer(prompt, reasoning=self.options.reasoning)
+        words = " ".join(text for _, text in prompt.messages).split()
+        with self.lock:
+            shared = 0
+            for mine, theirs in zip(words, self._last_words, strict=False):
+                if mine != theirs:
+                    break
+                shared += 1
+            self._last_words = words
+        cached = reply.cached_tokens if reply is not None else None
+        if cached is None:
+            cached = min(shared, max(0, answer.prompt_tokens - 1))
+        style = Style.resolve(self.options, reply)
+        rid = f"{next(self._ids):x}"
+        renderer = _responses.OpenAIResponses(answer, style, rid, cached_tokens=cached)
+        kind = fault.kind if fault is not None else None
+        if not body.get("stream") or kind == "non_streaming":
+            return Response(200, JSON, renderer.whole(), style=style, fault=fault)
+        if kind == "empty":
+            return Response(200, renderer.stream_content_type, steps=[], style=style)
+        steps = with_pings(stream_steps(renderer, fault), renderer, style)
+        return Response(200, renderer.stream_content_type, steps=steps, style=style)
 
     # -- embeddings -----------------------------------------------------------------
 

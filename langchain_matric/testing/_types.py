@@ -10,6 +10,7 @@ from typing import Any, Literal
 LineEnding = Literal["\n", "\r\n", "\r"]
 ReasoningField = Literal["reasoning_content", "reasoning"]
 Base64Mode = Literal["support", "reject", "ignore"]
+ResponsesShape = Literal["openai", "vllm", "llamacpp"]
 ErrorStyle = Literal["openai", "vllm", "event", "event_no_data", "llamacpp", "ollama"]
 FaultKind = Literal[
     "status",
@@ -94,6 +95,10 @@ class Reply:
     delay: float | None = None
     reasoning_field: ReasoningField | None = None
     repeat_tool_call_ids: bool | None = None
+    responses_shape: ResponsesShape | None = None
+    cached_tokens: int | None = None
+    """Responses API: input tokens reported as served from the prompt cache (None: the
+    prompt's words shared with the previous Responses request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +202,9 @@ class Fault:
         Styles (None: "openai" for SSE, "ollama" for NDJSON): "openai" ``data: {"error":
         {...}}``; "vllm" ``data: {"object": "error", ...}``; "event" ``event: error`` +
         data; "event_no_data" a bare ``event: error`` block; "llamacpp" a bare ``error:
-        {...}`` line; "ollama" an ``{"error": "..."}`` line.
+        {...}`` line; "ollama" an ``{"error": "..."}`` line. On ``/v1/responses``: None or
+        "openai" an ``error`` event, "event" ``response.failed``, "llamacpp" a bare
+        ``data: {"error": ...}``, "vllm" ``data: {"object": "error", ...}``.
         """
         return cls(
             "stream_error", after=after, style=style, message=message, code=code,
@@ -268,6 +275,9 @@ class ServerOptions:
     """OpenAI delta/message field carrying reasoning."""
     repeat_tool_call_ids: bool = False
     """Repeat id, type and name in every OpenAI tool-call delta (some servers do)."""
+    responses_shape: ResponsesShape = "openai"
+    """How ``/v1/responses`` streams look: "openai", "vllm" or "llamacpp" (no
+    ``output_index``, function calls known by ``call_id`` only)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
 
-from langchain_matric.testing._types import Fault, Reply, ServerOptions
+from langchain_matric.testing._types import Fault, Reply, ResponsesShape, ServerOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Style:
     reasoning_field: str = "reasoning_content"
     repeat_tool_call_ids: bool = False
     ollama_tool_call_ids: bool = True
+    responses_shape: ResponsesShape = "openai"
 
     @classmethod
     def resolve(cls, options: ServerOptions, reply: Reply | None = None) -> Style:
@@ -46,6 +47,7 @@ class Style:
             reasoning_field=str(pick("reasoning_field")),
             repeat_tool_call_ids=bool(pick("repeat_tool_call_ids")),
             ollama_tool_call_ids=options.ollama_tool_call_ids,
+            responses_shape=pick("responses_shape"),  # type: ignore[arg-type]
         )
 
     @property
