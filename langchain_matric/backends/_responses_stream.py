@@ -40,8 +40,13 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 
 
 def _surface_error_line(name: str, value: str) -> ServerSentEvent | None:
-    # A bare `error: {...}` line (llama.cpp) is an error, not a field to drop.
-    return ServerSentEvent(event="error", data=value) if name == "error" else None
+    # A bare `error: {...}` line (llama.cpp) and an `event: error` block without data are
+    # errors, not fields to drop.
+    if name == "error":
+        return ServerSentEvent(event="error", data=value)
+    if name == "event" and value == "error":
+        return ServerSentEvent(event="error")
+    return None
 
 
 class _Call:
@@ -124,7 +129,8 @@ class ResponsesStreamParser:
     def _on_data(self, data: str | bytes, name: str, deltas: list[GenerationDelta]) -> None:
         if not data:
             if name == "error":
-                raise_response_error({"error": "the server sent `event: error`"}, self._url)
+                said = {"error": "the server sent `event: error`"}
+                raise_response_error(said, self._url, partial=self.partial)
             return
         if data == b"[DONE]" or data == "[DONE]":  # noqa: PLR1714 - bytes or str
             return

@@ -40,6 +40,13 @@ __all__ = [
 ]
 
 _TOOL_CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
+_CODE_STATUS = {
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "invalid_prompt": 400,
+    "context_length_exceeded": 400,
+}
+"""Error codes of failed responses and `error` events, as the HTTP status they stand for."""
 _NOT_SENT = frozenset({"seed", "stop", "logit_bias", "n"})
 """Provider extras the Responses API has no field for (`n` is checked first)."""
 
@@ -261,9 +268,15 @@ def raise_response_error(response: Any, url: str, *, partial: str = "") -> None:
         return
     error = response.get("error")
     if error:
+        if isinstance(error, dict) and error.get("code") in _CODE_STATUS:
+            error = {**error, "code": _CODE_STATUS[error["code"]]}
         raise_body_error({"error": error}, url, partial=partial)
     if response.get("type") == "error" or response.get("object") == "error":
-        inner = {"message": response.get("message") or "error", "code": response.get("code")}
+        code = response.get("code")
+        inner = {
+            "message": response.get("message") or "error",
+            "code": _CODE_STATUS.get(str(code), code),
+        }
         raise_body_error({"error": inner}, url, partial=partial)
     if response.get("status") == "failed":
         raise_body_error({"error": "the response failed"}, url, partial=partial)
