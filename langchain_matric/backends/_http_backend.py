@@ -124,7 +124,7 @@ class JSONBodyParser:
         except ValueError:
             msg = f"server answered {self._url} with invalid JSON: {text[:200]!r}"
             raise StreamError(msg, line=text[:200]) from None
-        if isinstance(obj, dict) and "error" in obj:
+        if isinstance(obj, dict) and obj.get("error"):  # a Responses body has `error: null`
             said = message_of(obj) or text[:500]
             msg = f"server reported an error for {self._url}: {said}"
             raise BackendHTTPError(msg, status=200, body=text[:500], url=self._url)

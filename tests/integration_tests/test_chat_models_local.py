@@ -83,6 +83,25 @@ class TestChatMatricOpenAILocal(_LocalServerSuite):
         }
 
 
+class TestChatMatricResponsesLocal(_LocalServerSuite):
+    """The same suite over the OpenAI Responses API (`api="responses"`, `/v1/responses`)."""
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {
+            "backend": "openai",
+            "base_url": self.server.openai_base_url,
+            "api_key": "sk-local",
+            "model": "test-model",
+            "api": "responses",
+        }
+
+    def test_the_suite_runs_on_the_responses_endpoint(self, model: BaseChatModel) -> None:
+        model.invoke("hello")
+        assert self.server.requests[-1].path == "/v1/responses"
+        assert not any(r.path == "/v1/chat/completions" for r in self.server.requests)
+
+
 class TestChatMatricOllamaLocal(_LocalServerSuite):
     @property
     def chat_model_params(self) -> dict[str, Any]:
