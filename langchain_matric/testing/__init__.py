@@ -13,8 +13,8 @@ chunk frame per SSE event / NDJSON line) on an asyncio loop in a background thre
         ...                                # point a client at it
         server.requests[-1].json           # what the client sent
 
-Endpoints: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-``GET /v1/models``; ``POST /api/chat``, ``/api/generate``, ``/api/embed``,
+Endpoints: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses``,
+``/v1/embeddings``, ``GET /v1/models``; ``POST /api/chat``, ``/api/generate``, ``/api/embed``,
 ``/api/embeddings``, ``/api/show``, ``GET /api/tags``, ``/api/version`` and ``/``.
 
 Which answer a generation request gets: a queued `Fault` matching its path first
@@ -52,6 +52,16 @@ Tokens are whitespace-separated words. Embeddings are deterministic unit vectors
 (feature-hashed words, so texts sharing words are near; float32), ``embedding_dim``
 long unless ``dimensions`` is sent.
 Scripted replies are served as given (no ``stop`` / ``max_tokens`` cut).
+
+``/v1/responses`` (the Responses API) answers by the same rules from its ``input``
+items (``function_call_output`` items are tool results), ``tools``, ``tool_choice``,
+``text.format``, ``max_output_tokens`` and ``reasoning.effort``. Its streams take the
+shape ``options.responses_shape`` (or ``Reply.responses_shape``) names: "openai",
+"vllm" or "llamacpp" (see ``_responses``). Usage reports ``cached_tokens``: the words
+the prompt shares, from its start, with the previous ``/v1/responses`` prompt (or
+``Reply.cached_tokens``). In-stream errors (`Fault.stream_error`) are an ``error``
+event, ``response.failed`` (style "event"), llama.cpp's bare ``data: {"error": ...}``
+or vLLM's error object; ``Fault.no_terminator`` drops the terminal event.
 """
 
 from langchain_matric.testing._server import LocalServer, local_server_fixture
