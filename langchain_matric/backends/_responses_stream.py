@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from langchain_matric._json import loads, text_of
+from langchain_matric._json import fast_loads, loads, text_of
+from langchain_matric._text import SurrogateJoiner, mend
 from langchain_matric.backends._responses_wire import (
     finish_reason_of,
     parse_responses_response,
@@ -86,12 +87,15 @@ class ResponsesStreamParser:
         self._reasoned = False
         self._calls: list[_Call] = []
         self._model_sent = False
+        self._joiner: SurrogateJoiner | None = None
+        """Set once text may hold surrogates (see `_lenient_loads`)."""
         self.done = False
 
     @property
     def partial(self) -> str:
-        """Text received so far."""
-        return "".join(self._pieces)
+        """Text received so far (lone surrogate halves mended; a held one left out)."""
+        text = "".join(self._pieces)
+        return text if self._joiner is None else mend(text)
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume body bytes."""
@@ -135,11 +139,9 @@ class ResponsesStreamParser:
         if data == b"[DONE]" or data == "[DONE]":  # noqa: PLR1714 - bytes or str
             return
         try:
-            obj = loads(data)
+            obj = fast_loads(data)
         except ValueError:
-            line = text_of(data)[:200]
-            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
-            raise StreamError(msg, partial=self.partial, line=line) from None
+            obj = self._lenient_loads(data)
         if not isinstance(obj, dict):
             line = text_of(data)[:200]
             msg = f"unexpected data line from {self._url}: {line!r}"
@@ -148,6 +150,8 @@ class ResponsesStreamParser:
         if kind == _TEXT and "error" not in obj:  # the hot path
             text = obj.get("delta")
             if isinstance(text, str) and text:
+                if self._joiner is not None:
+                    text = self._joiner.feed(text)  # half a pair waits for the next delta
                 self._pieces.append(text)
                 deltas.append(GenerationDelta(text))
             return
@@ -158,7 +162,7 @@ class ResponsesStreamParser:
             text = obj.get("delta")
             if isinstance(text, str) and text:
                 self._reasoned = True
-                deltas.append(GenerationDelta("", text))
+                deltas.append(GenerationDelta("", text if self._joiner is None else mend(text)))
         elif kind == "response.function_call_arguments.delta":
             self._on_arguments(obj, deltas)
         elif kind in ("response.output_item.added", "response.output_item.done"):
@@ -176,6 +180,22 @@ class ResponsesStreamParser:
             if model:
                 self._model_sent = True
                 deltas.append(GenerationDelta(model=model))
+
+    def _lenient_loads(self, data: str | bytes) -> Any:
+        """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes (see `_json`).
+
+        Text parsed here may hold half a surrogate pair, the other half in the next event:
+        from now on, this stream's text is joined and mended (`_text`).
+        """
+        try:
+            obj = loads(data)
+        except ValueError:
+            line = text_of(data)[:200]
+            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
+            raise StreamError(msg, partial=self.partial, line=line) from None
+        if self._joiner is None:
+            self._joiner = SurrogateJoiner()
+        return obj
 
     def _find(self, obj: dict[str, Any]) -> _Call | None:
         """The function call an event is about: `item_id`, `output_index`, last open."""
@@ -273,6 +293,10 @@ class ResponsesStreamParser:
                 delta = ToolCallDelta(index, call.id, call.name, call.arguments)
                 deltas.append(GenerationDelta(tool_call_deltas=(delta,)))
                 self._calls.append(_Call({"call_id": call.id}, None, index))
+        held = self._joiner.flush() if self._joiner is not None else ""  # half a pair, at the end
+        if held:
+            self._pieces.append(held)
+            deltas.append(GenerationDelta(text=held))
         finish = finish_reason_of(response, called_tools=bool(self._calls))
         model = None if self._model_sent else whole.model
         self._model_sent = True

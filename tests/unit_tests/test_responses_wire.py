@@ -613,3 +613,19 @@ def test_arguments_for_an_unannounced_call_are_a_stream_error() -> None:
 def test_malformed_events_are_stream_errors(line: bytes) -> None:
     with pytest.raises(errors.StreamError):
         _run(_sse(TEXT) + line)
+
+
+def test_a_surrogate_pair_split_across_deltas_is_joined() -> None:
+    events = (
+        b'data: {"type":"response.output_text.delta","delta":"smile \\ud83d"}\n\n'
+        b'data: {"type":"response.output_text.delta","delta":"\\ude00!"}\n\n'
+        b'data: {"type":"response.output_text.delta","delta":"\\ud83d"}\n\n'
+    )
+    data = events + _sse(_completed())
+    for at in range(len(data) + 1):
+        deltas = _run(data[:at], data[at:])
+        assert _text(deltas) == "smile \U0001f600!\ufffd"
+        "".join(d.text for d in deltas).encode()  # valid UTF-8 all through
+    with pytest.raises(errors.StreamError) as caught:
+        _run(events)
+    assert caught.value.partial == "smile \U0001f600!"  # the held half never arrived
