@@ -101,12 +101,19 @@ class ResponsesStreamParser:
         """Consume body bytes."""
         deltas: list[GenerationDelta] = []
         try:
-            values = self._decoder.feed_plain(data)
-            if values is not None:  # only `data:` lines (no `event:` names)
+            name, rest = "", data
+            end = data.find(b"\n")
+            if end > 0 and data.startswith(b"event: ") and data.find(b"\r") < 0:  # the usual
+                name, rest = data[7:end].decode("utf-8", "replace"), data[end + 1 :]
+            # Whole single-line `data:` events (the first one named by that `event:` line):
+            # no event objects, no line splitting. Anything else goes through `feed`.
+            values = self._decoder.feed_plain(rest) if rest else None
+            if values is not None:
                 for value in values:
-                    self._on_data(value, "", deltas)
+                    self._on_data(value, name, deltas)
                     if self.done:
                         break
+                    name = ""
                 return deltas
             for event in self._decoder.feed(data):
                 self._on_data(event.data, event.event, deltas)
@@ -156,8 +163,9 @@ class ResponsesStreamParser:
                 deltas.append(GenerationDelta(text))
             return
         if obj.get("error") or kind == "error" or name == "error" or obj.get("object") == "error":
-            shaped = obj.get("error") or kind == "error" or obj.get("object") == "error"
-            raise_response_error(obj if shaped else {"error": obj}, self._url, partial=self.partial)
+            if not (obj.get("error") or obj.get("object") == "error"):  # an `error` event
+                obj = {**obj, "type": "error"} if "message" in obj else {"error": obj}
+            raise_response_error(obj, self._url, partial=self.partial)
         if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
             text = obj.get("delta")
             if isinstance(text, str) and text:

@@ -435,6 +435,26 @@ def _completed(status: str = "completed", **fields: Any) -> dict[str, Any]:
     return {"type": "response.completed", "response": {"status": status, "output": [], **fields}}
 
 
+@pytest.mark.parametrize("events", [OPENAI_STREAM, VLLM_STREAM, LLAMACPP_STREAM])
+def test_one_event_per_read_as_servers_flush(events: list[dict[str, Any]]) -> None:
+    for named in (True, False):
+        reads = [_sse(event, named=named) for event in events]
+        assert _merged(_run(*reads)) == _merged(_run(b"".join(reads)))
+
+
+def test_the_event_name_stands_in_for_a_missing_type() -> None:
+    reads = [
+        b": hello\n\n",
+        b'event: response.output_text.delta\ndata: {"delta": "hi"}\n\n',
+        b'event: response.completed\ndata: {"response": {"status": "completed"}}\n\n',
+    ]
+    deltas = _run(*reads)
+    assert (_text(deltas), _final(deltas).finish_reason) == ("hi", "stop")
+    with pytest.raises(errors.BackendHTTPError, match="overloaded") as caught:
+        _run(reads[0], reads[1], b'event: error\ndata: {"message": "overloaded"}\n\n')
+    assert caught.value.partial == "hi"
+
+
 def test_correlation_by_output_index_when_no_item_id() -> None:
     events = [
         {"type": "response.output_item.added", "output_index": 0,
