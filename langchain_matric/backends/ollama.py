@@ -153,6 +153,12 @@ class OllamaBackend(HTTPBackend):
     # -- generation ----------------------------------------------------------------------
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        if request.api == "responses" and request.prompt is None:
+            msg = (
+                "the Responses API is not part of Ollama's native API: use OpenAIBackend "
+                "(backend='openai') with Ollama's /v1 URL, e.g. http://127.0.0.1:11434/v1"
+            )
+            raise ConfigurationError(msg)
         build, path = (
             (wire.generate_payload, "/api/generate")
             if request.prompt is not None

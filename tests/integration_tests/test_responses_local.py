@@ -20,6 +20,7 @@ from langchain_matric.backends import (
     GenerationDelta,
     GenerationOptions,
     GenerationRequest,
+    OllamaBackend,
     ToolCall,
     Usage,
 )
@@ -430,6 +431,16 @@ def test_chat_responses_needs_the_openai_backend(server) -> None:
         chat.invoke("a")
     assert server.requests == []
     chat.close()
+
+
+async def test_ollama_backend_refuses_a_responses_request(server, sync) -> None:
+    request = GenerationRequest(messages=[ChatMessage("user", "a")], api="responses")
+    with OllamaBackend(base_url=server.ollama_base_url, model="m") as backend:
+        with pytest.raises(errors.ConfigurationError, match="/v1"):
+            await generate(backend, sync, request)
+        with pytest.raises(errors.ConfigurationError, match="/v1"):
+            await stream(backend, sync, request)
+    assert server.requests == []
 
 
 def test_chat_previous_response_id_per_call(server, chat) -> None:
