@@ -42,11 +42,12 @@ __all__ = [
 _TOOL_CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 _CODE_STATUS = {
     "rate_limit_exceeded": 429,
-    "server_error": 500,
     "invalid_prompt": 400,
     "context_length_exceeded": 400,
 }
-"""Error codes of failed responses and `error` events, as the HTTP status they stand for."""
+"""Error codes of failed responses and `error` events, as the HTTP status they stand for
+(others, such as "server_error", are classified by their message: a context overflow
+reported as a server error is still a `ContextLengthExceededError`)."""
 _NOT_SENT = frozenset({"seed", "stop", "logit_bias", "n"})
 """Provider extras the Responses API has no field for (`n` is checked first)."""
 
