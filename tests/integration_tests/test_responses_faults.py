@@ -131,7 +131,9 @@ async def test_stall_mid_stream_is_an_idle_timeout(server, layer, sync) -> None:
     server.fault(Fault.stall(30, after=LEAD + 2))
     with backend_for(server, timeouts=Timeouts(connect=5, first_byte=10, idle=0.5)) as backend:
         out = await consume(layer, backend, sync)
-    assert type(out.error) is errors.BackendTimeoutError
+    # a timeout, and a StreamError: text had reached the caller
+    assert type(out.error) is errors.StreamTimeoutError
+    assert isinstance(out.error, errors.BackendTimeoutError)
     assert "idle timeout" in str(out.error)
     assert out.pieces == WORDS[:2]
     assert out.error.partial == "".join(WORDS[:2])
