@@ -201,6 +201,12 @@ class OpenAIBackend(HTTPBackend):
 
     def _payload(self, request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
         if self._responses(request):
+            if self._azure:  # its Responses route and API versions differ from deployments'
+                msg = (
+                    "api='responses' is not supported with azure_endpoint yet: use "
+                    "api='chat' (Azure's chat-completions deployments)"
+                )
+                raise ConfigurationError(msg)
             body = responses_wire.responses_payload(request, model=self.model_name, stream=stream)
             return self._responses_path, body
         if request.prompt is not None:

@@ -300,6 +300,13 @@ async def test_n_above_one_is_refused_before_any_request(server, sync) -> None:
     assert server.requests == []
 
 
+async def test_azure_with_responses_is_refused_before_any_request(server, sync) -> None:
+    backend = OpenAIBackend(azure_endpoint=server.url, api_key="k", model="m", api="responses")
+    with backend, pytest.raises(errors.ConfigurationError, match="azure_endpoint"):
+        await generate(backend, sync, "hi")
+    assert server.requests == []
+
+
 async def test_previous_response_id_and_store_are_opt_in(server, sync) -> None:
     options = GenerationOptions(extra={"store": True, "previous_response_id": "resp_1"})
     with make(server) as backend:
