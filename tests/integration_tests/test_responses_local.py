@@ -116,6 +116,17 @@ async def test_stream(server, sync, shape, chunk_size) -> None:
     assert server.last_request.json["stream"] is True
 
 
+@pytest.mark.parametrize(("line_ending", "ping_every"), [("\r\n", 0), ("\r", 2), ("\n", 1)])
+async def test_stream_wire_controls(server, sync, line_ending, ping_every) -> None:
+    server.options.line_ending = line_ending
+    server.options.ping_every = ping_every
+    server.options.chunk_size = 7
+    with make(server) as backend:
+        deltas = await stream(backend, sync, "one two three")
+    assert joined(deltas) == "Echo: one two three"
+    assert final(deltas).finish_reason == "stop"
+
+
 def test_backend_api_choice_and_request_override(server) -> None:
     with make(server, api="chat") as backend:
         backend.generate("a")
