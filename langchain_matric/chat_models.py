@@ -158,7 +158,8 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
     api: Literal["chat", "responses"] = "chat"
     """"chat": `/chat/completions`; "responses": the OpenAI Responses API (`/responses`,
     stateless: `store: false` unless `model_kwargs={"store": True}`; pass
-    `previous_response_id=` per call to continue a stored response). With a backend
+    `previous_response_id=` per call to continue a stored response: `invoke` returns its
+    id in `response_metadata["id"]`). With a backend
     instance and `api` not given, the backend's own `api` applies."""
 
     @property
@@ -210,6 +211,9 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             generation.finish_reason = "stop"
         model = generation.model or request.model
         metadata = self._metadata(backend, model, generation.finish_reason)
+        raw = generation.raw
+        if isinstance(raw, dict) and "output" in raw and isinstance(raw.get("id"), str):
+            metadata["id"] = raw["id"]  # a Responses answer: the `previous_response_id` to go on
         message = generation_to_message(generation, metadata, text=text)
         info = {"finish_reason": generation.finish_reason, "model_name": metadata["model_name"]}
         llm_output: dict[str, Any] = {"model_name": metadata["model_name"]}

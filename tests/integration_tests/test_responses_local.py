@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
 from pydantic import BaseModel
 
 from langchain_matric import ChatMatric, MatricLLM, errors
@@ -462,8 +462,10 @@ async def test_ollama_backend_refuses_a_responses_request(server, sync) -> None:
 
 
 def test_chat_previous_response_id_per_call(server, chat) -> None:
-    chat.invoke([AIMessage("earlier"), HumanMessage("more")], previous_response_id="resp_7")
-    assert server.last_request.json["previous_response_id"] == "resp_7"
+    first = chat.invoke("hello")
+    assert first.response_metadata["id"] == "resp_1"  # the server's response id
+    chat.invoke([HumanMessage("more")], previous_response_id=first.response_metadata["id"])
+    assert server.last_request.json["previous_response_id"] == "resp_1"
 
 
 def test_llm_on_the_responses_api(server) -> None:
