@@ -12,8 +12,8 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
 
 from langchain_matric._http import (
     AsyncStreamResponse,
@@ -24,6 +24,13 @@ from langchain_matric._http import (
     SyncTransport,
     Timeouts,
     redact_url,
+)
+from langchain_matric.backends._pool import (
+    EndpointPool,
+    EndpointStats,
+    PoolAsyncTransport,
+    PoolSyncTransport,
+    build_pool_transports,
 )
 from langchain_matric.backends._protocols import BaseBackend
 from langchain_matric.backends._types import GenerationDelta, take_undelivered
@@ -238,7 +245,7 @@ class HTTPBackend(BaseBackend):
     def __init__(
         self,
         *,
-        base_url: str,
+        base_url: str | Sequence[str],
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         timeouts: Timeouts | None = None,
@@ -253,8 +260,11 @@ class HTTPBackend(BaseBackend):
         streaming: bool = True,
         capabilities: Capabilities = "learn",
         http_transport: Any = None,
+        prefix_affinity: int = 0,
+        clock: Callable[[], float] | None = None,
         **http_options: Any,
     ) -> None:
+        urls = pool_urls(base_url)
         if capabilities not in ("learn", "auto"):
             msg = f"capabilities={capabilities!r}: use 'learn' (the default) or 'auto'"
             raise ConfigurationError(msg)
@@ -271,7 +281,7 @@ class HTTPBackend(BaseBackend):
                 "max_keepalive_connections", min(_KEEPALIVE, max_connections)
             )
         self._config = HTTPConfig(
-            base_url=base_url,
+            base_url=urls[0] if urls else cast("str", base_url),
             headers=dict(headers or {}),
             params=dict(params or {}),
             timeouts=timeouts or Timeouts(),
@@ -283,8 +293,18 @@ class HTTPBackend(BaseBackend):
             max_connections=max_connections,
             **http_options,
         )
-        self._sync = SyncTransport(self._config, transport=http_transport)
-        self._async = AsyncTransport(self._config)
+        self._sync: SyncTransport | PoolSyncTransport
+        self._async: AsyncTransport | PoolAsyncTransport
+        self._pool: EndpointPool | None = None
+        if urls is None:  # one URL: the transports as they are, nothing in between
+            self._sync = SyncTransport(self._config, transport=http_transport)
+            self._async = AsyncTransport(self._config)
+        else:
+            self._sync, self._async = build_pool_transports(
+                self._config, urls, transport=http_transport, clock=clock,
+                prefix_affinity=prefix_affinity,
+            )  # fmt: skip
+            self._pool = self._sync.pool
         self.max_line_size = max_line_size
         self.supports_streaming = streaming
         self.capabilities = capabilities
@@ -295,8 +315,32 @@ class HTTPBackend(BaseBackend):
 
     @property
     def base_url(self) -> str:
-        """The server's base URL, without credentials."""
+        """The server's base URL, without credentials; for a pool, its first endpoint's.
+
+        The first endpoint is the one `capabilities="auto"` probes and `count_tokens`
+        asks; `base_urls` lists them all.
+        """
         return redact_url(self._config.base_url)
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every endpoint's base URL, without credentials (one for a single URL)."""
+        return (self.base_url,) if self._pool is None else self._pool.urls
+
+    def endpoint_stats(self) -> dict[str, EndpointStats]:
+        """Each endpoint's requests, failures, in flight, cooldown and latency, by URL.
+
+        URLs are shown without credentials. A backend given one URL (a string) keeps no
+        counts and returns `{}`; a list of one URL is a pool of one.
+
+        Example:
+            >>> from langchain_matric.backends import OpenAIBackend
+            >>> backend = OpenAIBackend(["http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"])
+            >>> stats = backend.endpoint_stats()
+            >>> list(stats), stats["http://127.0.0.1:8001/v1"].requests
+            (['http://127.0.0.1:8001/v1', 'http://127.0.0.1:8002/v1'], 0)
+        """
+        return {} if self._pool is None else self._pool.endpoint_stats()
 
     # -- capabilities="auto" ----------------------------------------------------------------
 
@@ -434,4 +478,23 @@ class HTTPBackend(BaseBackend):
         self._sync.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model_name!r})"
+        shown: object = self.base_url if self._pool is None else list(self._pool.urls)
+        return f"{type(self).__name__}(base_url={shown!r}, model={self.model_name!r})"
+
+
+def pool_urls(base_url: object) -> list[str] | None:
+    """The endpoints of a `base_url` given as a list (or tuple), or None for one string.
+
+    Example:
+        >>> pool_urls("http://a:1/v1") is None, pool_urls(["http://a:1/v1", "http://b:1/v1"])
+        (True, ['http://a:1/v1', 'http://b:1/v1'])
+    """
+    if isinstance(base_url, str):
+        return None
+    if not isinstance(base_url, list | tuple) or not all(isinstance(u, str) for u in base_url):
+        msg = f"base_url must be a URL or a list of URLs, got {base_url!r}"
+        raise ConfigurationError(msg)
+    if not base_url:
+        msg = "base_url=[]: an endpoint pool needs at least one URL"
+        raise ConfigurationError(msg)
+    return list(base_url)

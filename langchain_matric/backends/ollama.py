@@ -93,7 +93,7 @@ class OllamaBackend(HTTPBackend):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_OLLAMA_URL,
+        base_url: str | Sequence[str] = DEFAULT_OLLAMA_URL,
         model: str = "gpt-oss:20b",
         embed_model: str = "nomic-embed-text",
         embed_dimension: int | None = None,
@@ -120,7 +120,11 @@ class OllamaBackend(HTTPBackend):
                 raise ConfigurationError(msg)
         if think is not None:
             wire.check_think(think, "think")
-        base_url = _normalise_base_url(base_url)
+        base_url = (
+            _normalise_base_url(base_url)
+            if isinstance(base_url, str)
+            else [_normalise_base_url(u) if isinstance(u, str) else u for u in base_url]
+        )
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         all_headers = {"Accept": "application/x-ndjson, application/json"}
         if key:

@@ -107,7 +107,7 @@ class OpenAIBackend(HTTPBackend):
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | Sequence[str] = DEFAULT_BASE_URL,
         api_key: str | SecretStr | None = None,
         model: str = "gpt-4o-mini",
         embed_model: str = "text-embedding-3-small",
