@@ -117,7 +117,7 @@ def build_backend(
     *,
     purpose: Purpose,
     model: str | None = None,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     api_key: SecretStr | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,

@@ -101,8 +101,9 @@ class MatricBase(BaseModel):
     model: str | None = None
     """Model name; None uses the configured default of the chosen backend."""
 
-    base_url: str | None = None
-    """Server URL (e.g. `http://127.0.0.1:8000/v1`); None uses the configuration."""
+    base_url: str | list[str] | None = None
+    """Server URL (e.g. `http://127.0.0.1:8000/v1`), or a list of URLs serving the same
+    API and models (an endpoint pool); None uses the configuration."""
 
     api_key: SecretStr | None = None
     """API key for OpenAI-compatible servers; see the README on environment keys."""
@@ -117,8 +118,8 @@ class MatricBase(BaseModel):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            if name == "base_url" and isinstance(value, str):
-                yield name, strip_credentials(value)
+            if name == "base_url" and value is not None:
+                yield name, _shown_urls(value)
             else:
                 yield name, value
 
@@ -128,10 +129,18 @@ class MatricBase(BaseModel):
         return value if value is None or isinstance(value, str) else repr(value)
 
     @field_serializer("base_url")
-    def _dump_base_url(self, value: str | None) -> str | None:
+    def _dump_base_url(self, value: str | list[str] | None) -> str | list[str] | None:
         # Credentials in a URL (`user:pw@`, `?api-key=`) are secrets, like `api_key`:
         # `model_dump()` and JSON output show the URL without them.
-        return strip_credentials(value) if isinstance(value, str) else value
+        return None if value is None else _shown_urls(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not value:
+            msg = "base_url=[]: an endpoint pool needs at least one URL"
+            raise ValueError(msg)
+        return value
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -244,7 +253,7 @@ class MatricBase(BaseModel):
             purpose,
             self.backend,
             self.model,
-            self.base_url,
+            tuple(self.base_url) if isinstance(self.base_url, list) else self.base_url,
             secret,
             self.timeout,
             self.max_retries,
@@ -267,9 +276,20 @@ class MatricBase(BaseModel):
             dimensions=self._dimensions(),
         )
 
-    def _backend_base_url(self, backend: object) -> str | None:
-        url = self.base_url if self.base_url is not None else getattr(backend, "base_url", None)
-        return strip_credentials(url) if isinstance(url, str) else None
+    def _backend_base_url(self, backend: object) -> str | list[str] | None:
+        """The URL (a list for an endpoint pool) for traces, credentials removed."""
+        url: object = self.base_url
+        if url is None:
+            urls = getattr(backend, "base_urls", None)
+            if isinstance(urls, tuple) and len(urls) > 1:
+                url = list(urls)
+            else:
+                url = getattr(backend, "base_url", None)
+        if isinstance(url, str):
+            return strip_credentials(url)
+        if isinstance(url, list) and all(isinstance(u, str) for u in url):
+            return [strip_credentials(u) for u in url]
+        return None
 
     # -- resources ---------------------------------------------------------------------
 
@@ -546,3 +566,15 @@ def _with_argument_hints(exc: pydantic.ValidationError, cls: type[BaseModel]) ->
 
 _STREAMING_CLASSES: dict[type, bool] = {}
 """Backend classes seen so far, and whether they implement `StreamingGeneration`."""
+
+
+def _shown_urls(value: str | list[str]) -> str | list[str]:
+    """`base_url` as shown in repr, dumps and traces: without credentials.
+
+    Example:
+        >>> _shown_urls(["http://me:pw@127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"])
+        ['http://127.0.0.1:8001/v1', 'http://127.0.0.1:8002/v1']
+    """
+    if isinstance(value, str):
+        return strip_credentials(value)
+    return [strip_credentials(url) if isinstance(url, str) else "<invalid url>" for url in value]

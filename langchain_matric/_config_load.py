@@ -193,6 +193,35 @@ def _url(value: Any) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _urls(value: Any) -> str | tuple[str, ...]:
+    """One URL, or an endpoint pool: comma-separated (environment) or a list (TOML, code).
+
+    Example:
+        >>> _urls("http://a:1/v1"), _urls("http://a:1/v1, http://b:1/v1")
+        ('http://a:1/v1', ('http://a:1/v1', 'http://b:1/v1'))
+    """
+    if isinstance(value, str):
+        items = value.split(",")
+        if len(items) == 1:
+            return _url(value)
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        msg = "must be a URL or a list of URLs"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic turns only ValueError into errors
+    if not items:
+        msg = "must list at least one URL"
+        raise ValueError(msg)
+    urls = []
+    for number, item in enumerate(items, 1):
+        try:
+            urls.append(_url(item))
+        except ValueError as exc:
+            msg = f"URL {number} of {len(items)} {exc}"
+            raise ValueError(msg) from None
+    return tuple(urls)
+
+
 def _optional_url(value: Any) -> str | None:
     return None if value is None or (isinstance(value, str) and not value.strip()) else _url(value)
 
@@ -394,7 +423,9 @@ _REFERENCE = re.compile(r"(\$\$\{)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|
 
 
 def _interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in a string; `$${` is a literal `${`."""
+    """Replace `${VAR}` / `${VAR:-default}` in a string (or a list's strings); `$${` is `${`."""
+    if isinstance(value, list):
+        return [_interpolate(item, env, where) for item in value]
     if not isinstance(value, str):
         return value
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
@@ -54,6 +54,7 @@ from langchain_matric._config_load import (
     _think,
     _timeout_override,
     _url,
+    _urls,
 )
 
 __all__ = [
@@ -78,6 +79,7 @@ _Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 _PositiveInt = Annotated[int, BeforeValidator(_positive_int)]
 _Seconds = Annotated[float | None, BeforeValidator(_optional_seconds)]
 _Url = Annotated[str, BeforeValidator(_url)]
+_Urls = Annotated[str | tuple[str, ...], BeforeValidator(_urls)]
 _OptionalUrl = Annotated[str | None, BeforeValidator(_optional_url)]
 _Flag = Annotated[bool, BeforeValidator(_flag)]
 
@@ -141,8 +143,9 @@ class OllamaSettings(_Settings):
         ('nomic-embed-text', 768)
     """
 
-    base_url: _Url = DEFAULT_OLLAMA_BASE_URL
-    """Server root, without `/api` (`OLLAMA_BASE`, else `OLLAMA_HOST`)."""
+    base_url: _Urls = DEFAULT_OLLAMA_BASE_URL
+    """Server root, without `/api` (`OLLAMA_BASE`, else `OLLAMA_HOST`); several roots
+    (comma-separated, a TOML array) make an endpoint pool."""
     embed_model: _Name = "nomic-embed-text"
     """Embedding model (`OLLAMA_EMBED_MODEL`)."""
     gen_model: _Name = "gpt-oss:20b"
@@ -171,8 +174,9 @@ class OpenAISettings(_Settings):
         (SecretStr('**********'), 'tok')
     """
 
-    base_url: _Url = DEFAULT_OPENAI_BASE_URL
-    """API root including `/v1` (`OPENAI_BASE_URL`)."""
+    base_url: _Urls = DEFAULT_OPENAI_BASE_URL
+    """API root including `/v1` (`OPENAI_BASE_URL`); several (comma-separated, a TOML
+    array) make an endpoint pool."""
     api_key: _Secret = None
     """Bearer token (`OPENAI_API_KEY`); see `api_key_for` for where it may be sent."""
     embed_model: _Name = "text-embedding-3-small"
@@ -197,7 +201,9 @@ class OpenAISettings(_Settings):
         default_model = type(self).model_fields["embed_model"].default
         return _expected_dim(self, self.embed_model, default_model)
 
-    def api_key_for(self, base_url_from_code: str | None = None) -> SecretStr | None:
+    def api_key_for(
+        self, base_url_from_code: str | Sequence[str] | None = None
+    ) -> SecretStr | None:
         """The key to send to `base_url_from_code` (or to `base_url` when None), or None.
 
         A key given in code goes anywhere. A key from the environment or the file goes
@@ -372,9 +378,11 @@ def _is_openai_url(url: str) -> bool:
     return parts.scheme == "https" and (parts.hostname or "").lower() == "api.openai.com"
 
 
-def _same_url(a: str, b: str) -> bool:
+def _same_url(a: str | Sequence[str], b: str | Sequence[str]) -> bool:
     try:
-        return _url(a) == _url(b)
+        return _urls(a if isinstance(a, str) else list(a)) == _urls(
+            b if isinstance(b, str) else list(b)
+        )
     except ValueError:
         return False
 
@@ -383,13 +391,13 @@ def _key_for(
     settings: _Settings,
     key_field: str,
     url_field: str,
-    url_from_code: str | None,
+    url_from_code: str | Sequence[str] | None,
     trusted: Callable[[str], bool],
 ) -> SecretStr | None:
     key: SecretStr | None = getattr(settings, key_field)
     if key is None or settings.source(key_field) == "code":
         return key
-    configured: str | None = getattr(settings, url_field)
+    configured: str | Sequence[str] | None = getattr(settings, url_field)
     url_source = settings.source(url_field)
     if url_from_code is None:
         target = configured
@@ -397,7 +405,8 @@ def _key_for(
         target = url_from_code
         if configured is None or not _same_url(url_from_code, configured):
             url_source = "code"
-    if target is not None and trusted(target):
+    targets = [target] if isinstance(target, str) else list(target or ())
+    if targets and all(trusted(url) for url in targets):
         return key
     if url_source in ("env", "file", "default"):
         return key
@@ -406,7 +415,7 @@ def _key_for(
         "pass api_key= explicitly to send one",
         type(settings).__name__.removesuffix("Settings"),
         "environment" if settings.source(key_field) == "env" else "config file",
-        _redact_userinfo(target or ""),
+        ", ".join(_redact_userinfo(url) for url in targets),
     )
     return None
 
