@@ -71,9 +71,14 @@ class Target:
 
 def _reachable(kind: str, config: InferenceConfig, purpose: str) -> tuple[bool, str]:
     """Probe a backend once, quickly: is it up, and does it serve the model."""
-    probe = create_backend(kind, max_retries=0, timeouts=Timeouts(connect=3, first_byte=10))
+    timeouts = Timeouts(connect=3, first_byte=10)
+    probe = create_backend(kind, max_retries=0, timeouts=timeouts)
+    urls = getattr(probe, "base_urls", ())
+    if len(urls) > 1:  # an endpoint pool: up if any endpoint answers (one attempt each)
+        probe.close()
+        probe = create_backend(kind, max_retries=len(urls) - 1, timeouts=timeouts)
     model = probe.model_name if purpose == "generation" else getattr(probe, "embed_model", "")
-    where = getattr(probe, "base_url", kind)
+    where = ", ".join(urls) if len(urls) > 1 else getattr(probe, "base_url", kind)
     try:
         models = probe.list_models() if hasattr(probe, "list_models") else []
     except Exception as error:  # noqa: BLE001 - any failure means "use the local server"

@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("generate", "generate an answer"), ("embed", "embed texts")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--backend", choices=("ollama", "openai", "azure"), default=None)
-        sub.add_argument("--base-url", default=None)
+        sub.add_argument(
+            "--base-url", default=None, help="a URL, or several comma-separated (a pool)"
+        )
         sub.add_argument("--model", default=None)
         if name == "generate":
             sub.add_argument("prompt")
@@ -37,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("texts", nargs="+")
     probe = commands.add_parser("probe", help="detect what a server is and can do")
-    probe.add_argument("--base-url", required=True)
+    probe.add_argument(
+        "--base-url", required=True, help="a URL, or several comma-separated: each is probed"
+    )
     probe.add_argument("--backend", choices=("openai", "ollama", "auto"), default="auto")
     probe.add_argument("--model", default=None)
     probe.add_argument("--embed-model", default=None)
@@ -47,19 +51,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_urls(text: str) -> str | list[str]:
+    """`--base-url`: one URL, or several comma-separated (an endpoint pool).
+
+    Example:
+        >>> _split_urls("http://a:1/v1"), _split_urls("http://a:1/v1, http://b:1/v1")
+        ('http://a:1/v1', ['http://a:1/v1', 'http://b:1/v1'])
+    """
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    return urls if len(urls) > 1 else text.strip()
+
+
 def _probe(args: argparse.Namespace) -> int:
+    """Probe the server, or each endpoint of a pool in turn (`--base-url A,B`)."""
     from langchain_matric._probe import probe  # noqa: PLC0415
 
-    report = probe(
-        args.base_url,
-        backend=args.backend,
-        model=args.model,
-        embed_model=args.embed_model,
-        api_key=args.api_key,
-        runs=max(1, args.runs),
-    )
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_table())
-    return 0 if report.api is not None else 1
+    given = _split_urls(args.base_url)
+    urls = [given] if isinstance(given, str) else given
+    reports = []
+    for number, url in enumerate(urls, 1):
+        report = probe(
+            url,
+            backend=args.backend,
+            model=args.model,
+            embed_model=args.embed_model,
+            api_key=args.api_key,
+            runs=max(1, args.runs),
+        )
+        reports.append(report)
+        if args.json:
+            continue
+        if len(urls) > 1:
+            print(f"{'' if number == 1 else chr(10)}endpoint {number} of {len(urls)}:")
+        print(report.to_table())
+    if args.json:
+        shown = [r.to_dict() for r in reports]
+        print(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2))
+    return 0 if all(r.api is not None for r in reports) else 1
 
 
 def _backend(args: argparse.Namespace, purpose: str) -> InferenceBackend:
@@ -68,7 +96,7 @@ def _backend(args: argparse.Namespace, purpose: str) -> InferenceBackend:
 
     overrides: dict[str, object] = {}
     if args.base_url:
-        overrides["base_url"] = args.base_url
+        overrides["base_url"] = _split_urls(args.base_url)
     if args.model:
         overrides["model" if purpose == "generation" else "embed_model"] = args.model
     config = InferenceConfig.load()
