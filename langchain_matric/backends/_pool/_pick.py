@@ -1,8 +1,8 @@
 """Which endpoint gets the next attempt: a pure function of the states and the time.
 
 Least outstanding requests (counted in this process): the endpoint with the fewest
-requests in flight wins; ties go to the first one at or after `start`, which the pool
-advances on every pick, so sequential calls alternate. Endpoints in cooldown, and those
+requests in flight wins; among ties, the `start`-th (modulo their number), `start`
+advancing on every pick, so sequential calls alternate. Endpoints in cooldown, and those
 this call already tried, are skipped unless no other is left. With an affinity `key`
 (requests whose first messages match), the key's own endpoint among the candidates wins
 whatever its load (rendezvous hashing: when it cools, only its keys move).
@@ -55,6 +55,6 @@ def pick(
     found = candidates(states, now, avoid)
     if key is not None:
         return max(found, key=lambda i: (zlib.crc32(states[i].url.encode(), key), -i))
-    count = len(states)
-    first = start % count
-    return min(found, key=lambda i: (states[i].in_flight, (i - first) % count))
+    least = min(states[i].in_flight for i in found)
+    tied = [i for i in found if states[i].in_flight == least]
+    return tied[start % len(tied)]
