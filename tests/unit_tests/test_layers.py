@@ -35,6 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "_tokens",
         ),
     ),
+    # backends.* includes the endpoint pool, backends._pool (_state, _pick, _pool,
+    # _failover, _transport): below the HTTP backends, above the transports it wraps.
     ("backends", ("backends", "backends.*")),
     ("configuration", ("config", "_config_kwargs", "_settings", "_config_load")),
     ("wire", ("sse", "ndjson", "_http", "_http.*")),
