@@ -70,6 +70,26 @@ def test_configured_backend_is_used_without_the_stand_in_note(
     assert {"/api/chat", "/api/embed"} <= paths
 
 
+def test_an_endpoint_pool_from_the_environment_runs_the_demo(
+    unreachable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OLLAMA_BASE lists a dead endpoint first: the pool is up when any endpoint answers,
+    # and the calls fail over to the live ones.
+    with LocalServer() as first, LocalServer() as second:
+        urls = [unreachable, first.ollama_base_url, second.ollama_base_url]
+        monkeypatch.setenv("OLLAMA_BASE", ",".join(urls))
+        monkeypatch.setenv("OLLAMA_GEN_MODEL", "test-model")
+        monkeypatch.setenv("OLLAMA_EMBED_MODEL", "test-embed")
+        out = io.StringIO()
+        assert run_demo(out) == 0
+        served = [len(server.requests) for server in (first, second)]
+    text = out.getvalue()
+    assert text.startswith("== langchain-matric demo on ollama (test-model)")
+    assert STAND_IN_NOTE not in text
+    assert all(step in text for step in STEPS)
+    assert all(count > 0 for count in served)  # both live endpoints took calls
+
+
 def test_missing_numpy_is_one_clear_line(unreachable: str, monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = _demo.importlib.util.find_spec
     monkeypatch.setattr(
