@@ -59,6 +59,12 @@ class OllamaBackend(HTTPBackend):
         truncate: False (default) makes a prompt or an embedding input longer than the
             context an error instead of silently dropping its start.
 
+    Key init args — endpoints:
+        base_url: the server root, or a list of roots serving the same models (an
+            endpoint pool: least outstanding requests, cooldowns, failover;
+            `endpoint_stats()`, `base_urls`); prefix_affinity: with a pool, requests
+            whose first N messages match go to the same healthy endpoint.
+
     Key init args — client:
         timeouts, max_retries, verify_tls, headers, api_key (sent as a Bearer token, for
         a proxy or ollama.com), streaming (False: `supports_streaming` reports False),

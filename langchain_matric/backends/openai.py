@@ -64,7 +64,11 @@ class OpenAIBackend(HTTPBackend):
         llama.cpp's `llama-server`, Ollama's `/v1`, LM Studio).
 
     Key init args:
-        base_url: the API root, including `/v1` for most servers.
+        base_url: the API root, including `/v1` for most servers; or a list of such
+            roots serving the same models (an endpoint pool: least outstanding
+            requests, cooldowns, failover; `endpoint_stats()`, `base_urls`).
+        prefix_affinity: with a pool, requests whose first N messages match go to the
+            same healthy endpoint (0, the default: off).
         api_key: sent as `Authorization: Bearer` (Azure: `api-key`).
         model, embed_model: the generation and embedding models.
         api: "chat" (`/chat/completions`, the default) or "responses" (`/responses`,

@@ -301,3 +301,20 @@ def test_matric_probe_checks_each_endpoint(servers, capsys) -> None:
     for url in urls(servers):
         assert f"server                {url}" in out
     assert main(["probe", "--base-url", f"{urls(servers)[0]},{dead_url()}", "--runs", "1"]) == 1
+
+
+def test_threads_share_one_pool(servers) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with pool(urls(servers)) as backend:
+
+        def one(i: int) -> str:
+            return joined(list(backend.generate_stream(f"q{i}")))
+
+        with ThreadPoolExecutor(8) as workers:
+            answers = list(workers.map(one, range(32)))
+        stats = backend.endpoint_stats()
+    assert answers == [f"Echo: q{i}" for i in range(32)]
+    assert [s.in_flight for s in stats.values()] == [0, 0]
+    assert sum(s.requests for s in stats.values()) == 32
+    assert all(s.requests >= 8 for s in stats.values())  # spread over both
