@@ -1,9 +1,9 @@
 """Per-stream bookkeeping of the LLM and chat streams (sync and async), on the hot path.
 
-`StreamCursor` attaches model, finish_reason and usage exactly once and enforces `stop`
-client-side (`StopScanner`, `cut_at_stop`) for servers that ignore it;
-`closing_stream` / `aclosing_stream` close a backend stream (and so its connection)
-when the caller stops early. Everything here runs once per chunk: keep it flat.
+`StreamCursor` attaches model, finish_reason, usage (and a Responses API id) exactly
+once and enforces `stop` client-side (`StopScanner`, `cut_at_stop`) for servers that
+ignore it; `closing_stream` / `aclosing_stream` close a backend stream (and so its
+connection) when the caller stops early. Everything here runs once per chunk: keep it flat.
 """
 
 from __future__ import annotations
@@ -97,13 +97,15 @@ class StreamCursor:
         ('stop', True)
     """
 
-    __slots__ = ("done", "finish_reason", "model", "scanner", "stopped", "usage")
+    __slots__ = ("done", "finish_reason", "model", "response_id", "scanner", "stopped", "usage")
 
     def __init__(self, stop: Sequence[str] | None, model: str | None) -> None:
         self.scanner = StopScanner(stop) if stop else None
         self.model = model
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        self.response_id: str | None = None
+        """The Responses API's id of the answer (from the last delta), or None."""
         self.done = False
         self.stopped = False
 
@@ -126,6 +128,7 @@ class StreamCursor:
             text += self.scanner.flush()
         self.finish_reason = delta.finish_reason
         self.usage = delta.usage
+        self.response_id = delta.response_id
         self.done = True
         return text, True
 

@@ -159,8 +159,9 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
     """"chat": `/chat/completions`; "responses": the OpenAI Responses API (`/responses`,
     stateless: `store: false` unless `model_kwargs={"store": True}`; pass
     `previous_response_id=` per call to continue a stored response: `invoke` returns its
-    id in `response_metadata["id"]`). With a backend
-    instance and `api` not given, the backend's own `api` applies."""
+    id in `response_metadata["id"]`, `stream` on its last chunk; with an endpoint pool, the
+    continuation goes to the endpoint that made it). With a backend instance and `api`
+    not given, the backend's own `api` applies."""
 
     @property
     def _llm_type(self) -> str:
@@ -212,8 +213,10 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
         model = generation.model or request.model
         metadata = self._metadata(backend, model, generation.finish_reason)
         raw = generation.raw
-        if isinstance(raw, dict) and "output" in raw and isinstance(raw.get("id"), str):
-            metadata["id"] = raw["id"]  # a Responses answer: the `previous_response_id` to go on
+        if generation.response_id:  # a Responses answer: the `previous_response_id` to go on
+            metadata["id"] = generation.response_id
+        elif isinstance(raw, dict) and "output" in raw and isinstance(raw.get("id"), str):
+            metadata["id"] = raw["id"]  # a backend that fills only `raw`
         message = generation_to_message(generation, metadata, text=text)
         info = {"finish_reason": generation.finish_reason, "model_name": metadata["model_name"]}
         llm_output: dict[str, Any] = {"model_name": metadata["model_name"]}
@@ -275,6 +278,8 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
         default_model: str | None,
     ) -> ChatGenerationChunk:
         metadata = self._metadata(backend, cursor.model or default_model, cursor.finish_reason)
+        if cursor.response_id:  # a Responses stream: the `previous_response_id` to go on
+            metadata["id"] = cursor.response_id
         chunk = message_chunk(
             text, reasoning, calls or [], usage=cursor.usage, response_metadata=metadata, last=True
         )

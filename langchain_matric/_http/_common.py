@@ -183,7 +183,11 @@ def _content_type(headers: Mapping[str, str]) -> str:
 
 
 class _Head:
-    __slots__ = ("_method", "content_type", "headers", "status", "url")
+    __slots__ = ("_method", "content_type", "endpoint", "headers", "status", "url")
+
+    endpoint: int
+    """In an endpoint pool, the index of the endpoint that answered (set by the pool's
+    transport; unset, and never read, for a single URL: that path pays nothing for it)."""
 
     def __init__(self, status: int, headers: Mapping[str, str], call: Call) -> None:
         self.status = status

@@ -119,6 +119,8 @@ class JSONBodyParser:
         self._body = bytearray()
         self.done = False
         self.partial = ""
+        self.response_id: str | None = None
+        """The answer's Responses API id, once parsed (None for other APIs)."""
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         self._body += data
@@ -136,7 +138,9 @@ class JSONBodyParser:
             msg = f"server reported an error for {self._url}: {said}"
             raise BackendHTTPError(msg, status=200, body=text[:500], url=self._url)
         self.done = True
-        return self._to_deltas(obj)
+        deltas = self._to_deltas(obj)
+        self.response_id = deltas[-1].response_id if deltas else None
+        return deltas
 
 
 def wrong_content_type(content_type: str, body: bytes, url: str, expected: str) -> BackendHTTPError:

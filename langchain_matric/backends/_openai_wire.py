@@ -271,6 +271,7 @@ def generation_to_deltas(generation: Generation) -> list[GenerationDelta]:
             finish_reason=generation.finish_reason,
             usage=generation.usage,
             model=generation.model,
+            response_id=generation.response_id,
         )
     ]
 

@@ -90,6 +90,8 @@ class ResponsesStreamParser:
         self._joiner: SurrogateJoiner | None = None
         """Set once text may hold surrogates (see `_lenient_loads`)."""
         self.done = False
+        self.response_id: str | None = None
+        """The response's id, from `response.created` (or a later event that has it)."""
 
     @property
     def partial(self) -> str:
@@ -182,10 +184,14 @@ class ResponsesStreamParser:
                 self._send_arguments(call, arguments, deltas)
         elif kind in _TERMINAL:
             self._on_terminal(obj, deltas)
-        elif kind in ("response.created", "response.in_progress") and not self._model_sent:
+        elif kind in ("response.created", "response.in_progress"):
             response = obj.get("response")
-            model = response.get("model") if isinstance(response, dict) else None
-            if model:
+            if not isinstance(response, dict):
+                return
+            if self.response_id is None and isinstance(response.get("id"), str):
+                self.response_id = response["id"] or None
+            model = response.get("model")
+            if model and not self._model_sent:
                 self._model_sent = True
                 deltas.append(GenerationDelta(model=model))
 
@@ -290,6 +296,7 @@ class ResponsesStreamParser:
         if not isinstance(response.get("output"), list):
             response = {**response, "output": []}
         whole = parse_responses_response(response, self._url)
+        self.response_id = whole.response_id or self.response_id
         # What the events did not carry (a server that sends only items or only the end).
         if whole.text and not self._pieces:
             self._pieces.append(whole.text)
@@ -308,5 +315,9 @@ class ResponsesStreamParser:
         finish = finish_reason_of(response, called_tools=bool(self._calls))
         model = None if self._model_sent else whole.model
         self._model_sent = True
-        deltas.append(GenerationDelta(finish_reason=finish, usage=whole.usage, model=model))
+        deltas.append(
+            GenerationDelta(
+                finish_reason=finish, usage=whole.usage, model=model, response_id=self.response_id
+            )
+        )
         self.done = True

@@ -327,6 +327,7 @@ def parse_responses_response(obj: Any, url: str) -> Generation:
         usage=usage_from_responses(obj.get("usage")),
         model=obj.get("model"),
         raw=obj,
+        response_id=obj["id"] if isinstance(obj.get("id"), str) and obj["id"] else None,
     )
 
 

@@ -159,6 +159,8 @@ class Generation:
     model: str | None = None
     raw: Any = None
     """The decoded response body (or the last stream object), for what we don't map."""
+    response_id: str | None = None
+    """The Responses API's id of this answer (what `previous_response_id` continues)."""
 
 
 @dataclass(slots=True)
@@ -166,7 +168,8 @@ class GenerationDelta:
     """A piece of a streamed answer.
 
     Within one stream `finish_reason` and `usage` each appear exactly once (on the last
-    delta), and `model` on the first.
+    delta), and `model` on the first. `response_id` (the Responses API only) rides on the
+    last delta too.
     """
 
     text: str = ""
@@ -175,6 +178,7 @@ class GenerationDelta:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    response_id: str | None = None
 
 
 _UNDELIVERED = "_matric_undelivered"

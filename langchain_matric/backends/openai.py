@@ -285,6 +285,21 @@ class OpenAIBackend(HTTPBackend):
 
     # -- generation ----------------------------------------------------------------------
 
+    def _pin(
+        self,
+        body: Mapping[str, Any],
+        response_id: str | None,
+        response: Response | StreamResponse | AsyncStreamResponse,
+    ) -> None:
+        """In a pool, send what continues `response_id` to the endpoint that made it.
+
+        Only a response the server was allowed to keep (`store` not false) is pinned:
+        a stateless one cannot be continued, and would only push others out of the
+        bounded map (`EndpointPool.pin`).
+        """
+        if response_id and self._pool is not None and body.get("store") is not False:
+            self._pool.pin(response_id, response.endpoint)
+
     def _generate(self, request: GenerationRequest) -> Generation:
         self._ready()
         while True:
@@ -298,7 +313,10 @@ class OpenAIBackend(HTTPBackend):
             except BackendHTTPError as error:
                 _hint_chat_api(error)
                 raise
-            return self._parse(request, response.json(), path)
+            generation = self._parse(request, response.json(), path)
+            if self._pool is not None:
+                self._pin(body, generation.response_id, response)
+            return generation
 
     async def _agenerate(self, request: GenerationRequest) -> Generation:
         await self._aready()
@@ -313,7 +331,10 @@ class OpenAIBackend(HTTPBackend):
             except BackendHTTPError as error:
                 _hint_chat_api(error)
                 raise
-            return self._parse(request, response.json(), path)
+            generation = self._parse(request, response.json(), path)
+            if self._pool is not None:
+                self._pin(body, generation.response_id, response)
+            return generation
 
     def generate_stream(
         self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
@@ -338,12 +359,16 @@ class OpenAIBackend(HTTPBackend):
                 except BackendHTTPError as error:
                     _hint_chat_api(error)
                     raise
+            parser = self._parser_for(request, response)
             try:
-                yield from self._drive(self._parser_for(request, response), response)
+                yield from self._drive(parser, response)
             except wire.EmptyStreamError:
                 logger.info("%s: empty 200 stream; asking again without streaming", self.base_url)
             else:
                 return
+            finally:
+                if self._pool is not None:  # also when the caller leaves early
+                    self._pin(body, getattr(parser, "response_id", None), response)
         # Nothing reached the caller: the whole answer, or the server's real error. The
         # server may close the connection it ended the empty stream on: one fresh try.
         try:
@@ -376,13 +401,17 @@ class OpenAIBackend(HTTPBackend):
                 except BackendHTTPError as error:
                     _hint_chat_api(error)
                     raise
+            parser = self._parser_for(request, response)
             try:
-                async for delta in self._adrive(self._parser_for(request, response), response):
+                async for delta in self._adrive(parser, response):
                     yield delta
             except wire.EmptyStreamError:
                 logger.info("%s: empty 200 stream; asking again without streaming", self.base_url)
             else:
                 return
+            finally:
+                if self._pool is not None:  # also when the caller leaves early
+                    self._pin(body, getattr(parser, "response_id", None), response)
         try:
             whole = await self._agenerate(request)
         except BackendConnectionError:

@@ -51,6 +51,11 @@ def _error(path: str, status: int, message: str, code: str | int | None = None) 
     return Response(status, body=body)
 
 
+_RESPONSE_IDS = itertools.count(1)
+"""`/v1/responses` ids, shared by every server of the process: unique across servers, as
+real servers' ids are, so a test of an endpoint pool can tell which server made one."""
+
+
 class App:
     """The server's state and request handling, shared by the loop thread and the test."""
 
@@ -269,8 +274,12 @@ class App:
         if cached is None:
             cached = min(shared, max(0, answer.prompt_tokens - 1))
         style = Style.resolve(self.options, reply)
-        rid = f"{next(self._ids):x}"
-        renderer = _responses.OpenAIResponses(answer, style, rid, cached_tokens=cached)
+        rid = f"{next(_RESPONSE_IDS):x}"
+        previous = body.get("previous_response_id")
+        renderer = _responses.OpenAIResponses(
+            answer, style, rid, cached_tokens=cached, store=bool(body.get("store")),
+            previous_response_id=previous if isinstance(previous, str) else None,
+        )  # fmt: skip
         kind = fault.kind if fault is not None else None
         if not body.get("stream") or kind == "non_streaming":
             return Response(200, JSON, renderer.whole(), style=style, fault=fault)

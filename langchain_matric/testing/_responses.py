@@ -68,9 +68,19 @@ class OpenAIResponses:
     stream_content_type = "text/event-stream; charset=utf-8"
 
     def __init__(
-        self, answer: Answer, style: Style, request_id: str, *, cached_tokens: int = 0
+        self,
+        answer: Answer,
+        style: Style,
+        request_id: str,
+        *,
+        cached_tokens: int = 0,
+        store: bool = False,
+        previous_response_id: str | None = None,
     ) -> None:
         self.answer = answer
+        self.store = store
+        self.previous_response_id = previous_response_id
+        """Echoed in the response object, as OpenAI does (accepted, not looked up)."""
         self.style = style
         self.shape = style.responses_shape
         self.request_id = request_id
@@ -154,7 +164,8 @@ class OpenAIResponses:
             "model": self.answer.model,
             "output": self._output() if done else [],
             "usage": self._usage() if done else None,
-            "store": False,
+            "store": self.store,
+            "previous_response_id": self.previous_response_id,
         }
 
     def whole(self) -> bytes:

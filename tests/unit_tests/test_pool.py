@@ -253,6 +253,7 @@ def test_prefix_affinity_keys_on_the_first_messages() -> None:
     assert pool.affinity_key(first) == pool.affinity_key(later) != pool.affinity_key(other)
     assert EndpointPool([A, B]).affinity_key(first) is None  # off by default
     assert pool.affinity_key({"prompt": "no messages"}) is None
+    assert pool.affinity_key({"model": "e", "input": ["a", "b"]}) is None  # embeddings: texts
 
 
 # -- backends -------------------------------------------------------------------------

@@ -6,6 +6,11 @@ endpoint this call has not tried and that is not cooling, without waiting; only 
 such endpoint is left does the loop wait the `RetryPolicy` delay (`Retry-After` honoured)
 before the next attempt, as a single transport would. `max_retries + 1` attempts in all;
 never after data reached the caller (streams fail over only while opening).
+
+A request pinned to one endpoint (`Attempts.pinned`: it continues a stored Responses API
+answer that endpoint made) never fails over: its attempts all go there, retried after the
+`RetryPolicy` delay as a single transport's would be, and its final error says which
+endpoint it was pinned to and why no other one was tried.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class Attempts:
     rand: Callable[[], float]
     total: float | None
     key: int | None = None
+    pinned: tuple[int, str] | None = None
+    """The endpoint every attempt must go to, and the response id that pins it."""
     started: float = field(default=0.0)
     number: int = 0
     tried: set[int] = field(default_factory=set)
@@ -66,7 +73,7 @@ class Attempts:
         if not should_fail_over(error, data_sent=False) or self.number >= self.policy.max_retries:
             return None
         self.number += 1
-        if self.pool.has_fresh(self.tried):
+        if self.pinned is None and self.pool.has_fresh(self.tried):
             wait = 0.0
         else:  # every endpoint tried or cooling: back off, then any may go again
             retry_after = error.retry_after if isinstance(error, BackendHTTPError) else None
@@ -85,13 +92,38 @@ class Attempts:
         )
         return wait
 
+    def acquire(self) -> int:
+        """The endpoint of the next attempt, leased (`EndpointPool.acquire`)."""
+        if self.pinned is None:
+            return self.pool.acquire(self.tried, self.key)
+        index, response_id = self.pinned
+        return self.pool.acquire_pinned(index, response_id, first=self.number == 0)
+
     def final_error(self, error: MatricError) -> MatricError:
-        """The error to raise: the last one, or one naming every endpoint when all failed."""
+        """The error to raise: the last one, or one naming every endpoint when all failed.
+
+        A pinned request's error that would have failed over says where it was pinned.
+        """
+        if self.pinned is not None:
+            if should_fail_over(error, data_sent=False):
+                _say_pinned(error, self.pool.urls[self.pinned[0]], self.pinned[1])
+            return error
         if len(self.pool.urls) < 2 or len(self.errors) < len(self.pool.urls):
             return error
         if not should_fail_over(error, data_sent=False):
             return error
         return all_failed(self.pool.urls, [self.errors[i] for i in range(len(self.pool.urls))])
+
+
+def _say_pinned(error: MatricError, url: str, response_id: str) -> None:
+    """Add to `error` that its request was pinned to `url`, and why."""
+    note = (
+        f" (previous_response_id {response_id!r} was made by {url}: no other endpoint was "
+        "tried, a stored response is known only to the endpoint that made it)"
+    )
+    if note not in error.message:
+        error.message += note
+        error.args = (error.message,)
 
 
 def _reason(error: MatricError) -> str:
@@ -126,7 +158,7 @@ def run_sync(
     """Run `attempt(endpoint)` until one succeeds; returns the endpoint, still leased."""
     attempts.started = attempts.pool.clock()
     while True:
-        index = attempts.pool.acquire(attempts.tried, attempts.key)
+        index = attempts.acquire()
         began = time.perf_counter()
         try:
             result = attempt(index)
@@ -156,7 +188,7 @@ async def run_async(
     """Async `run_sync`."""
     attempts.started = attempts.pool.clock()
     while True:
-        index = attempts.pool.acquire(attempts.tried, attempts.key)
+        index = attempts.acquire()
         began = time.perf_counter()
         try:
             result = await attempt(index)

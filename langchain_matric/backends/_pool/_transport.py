@@ -3,7 +3,10 @@
 Each endpoint's transport sends one attempt (its `RetryPolicy.max_retries` is 0); the
 pool's loop (`_failover`) picks the endpoint of every attempt and owns the retries, so
 there is one retry policy, not two loops. A lease is held from the pick until the
-response is read (`request`) or the stream is closed (`stream`).
+response is read (`request`) or the stream is closed (`stream`). Every response carries
+the index of the endpoint that answered (`endpoint`), so a backend can pin a stored
+Responses API answer's id there (`EndpointPool.pin`); a request body whose
+`previous_response_id` is pinned goes to that endpoint only (`_failover`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ def build_pool_transports(
     return sync, PoolAsyncTransport(config, pool, [AsyncTransport(c) for c in configs])
 
 
+def _attempts(pool: EndpointPool, config: HTTPConfig, json: Any) -> Attempts:
+    """One call's attempts: pinned when `json` continues a response this pool made."""
+    pinned = pool.pinned(json)
+    key = pool.affinity_key(json) if pool.prefix_affinity and pinned is None else None
+    return Attempts(
+        pool, config.retry, config.random, config.timeouts.total, key=key, pinned=pinned
+    )
+
+
 class PoolSyncTransport:
     """`SyncTransport`'s `request`, `request_in_turn`, `stream` and `close` over a pool."""
 
@@ -86,10 +98,7 @@ class PoolSyncTransport:
             transport.close()
 
     def _attempts(self, json: Any) -> Attempts:
-        return Attempts(
-            self.pool, self.config.retry, self.config.random, self.config.timeouts.total,
-            key=self.pool.affinity_key(json) if self.pool.prefix_affinity else None,
-        )  # fmt: skip
+        return _attempts(self.pool, self.config, json)
 
     def request(self, method: str, path: str, *, json: Any = None, **kw: Any) -> Response:
         """`SyncTransport.request` on the endpoint the pool picks (failing over)."""
@@ -99,6 +108,7 @@ class PoolSyncTransport:
             self.config.sleep,
         )
         self.pool.release(index, None)
+        response.endpoint = index
         return response
 
     @contextlib.contextmanager
@@ -114,6 +124,7 @@ class PoolSyncTransport:
                 ),
                 self.config.sleep,
             )
+            response.endpoint = index
             try:
                 yield response
             finally:
@@ -135,6 +146,7 @@ class PoolSyncTransport:
                 ),
                 self.config.sleep,
             )
+            response.endpoint = index
             failure: MatricError | None = None
             try:
                 yield response
@@ -164,10 +176,7 @@ class PoolAsyncTransport:
             await transport.aclose()
 
     def _attempts(self, json: Any) -> Attempts:
-        return Attempts(
-            self.pool, self.config.retry, self.config.random, self.config.timeouts.total,
-            key=self.pool.affinity_key(json) if self.pool.prefix_affinity else None,
-        )  # fmt: skip
+        return _attempts(self.pool, self.config, json)
 
     async def request(self, method: str, path: str, *, json: Any = None, **kw: Any) -> Response:
         """`AsyncTransport.request` on the endpoint the pool picks (failing over)."""
@@ -177,6 +186,7 @@ class PoolAsyncTransport:
             self.config.asleep,
         )
         self.pool.release(index, None)
+        response.endpoint = index
         return response
 
     @contextlib.asynccontextmanager
@@ -192,6 +202,7 @@ class PoolAsyncTransport:
                 )
 
             index, response = await run_async(self._attempts(json), attempt, self.config.asleep)
+            response.endpoint = index
             failure: MatricError | None = None
             try:
                 yield response
