@@ -122,6 +122,7 @@ def build_backend(
     timeout: float | None = None,
     max_retries: int | None = None,
     dimensions: int | None = None,
+    prefix_affinity: int = 0,
 ) -> Any:
     """Build the backend an adapter's fields describe, over the loaded configuration.
 
@@ -154,6 +155,8 @@ def build_backend(
     if max_retries is not None:
         overrides["max_retries"] = max_retries
     kind, kwargs = backend_kwargs(config, name, **overrides)
+    if prefix_affinity:  # a pool's routing: no configuration key, so not an override
+        kwargs["prefix_affinity"] = prefix_affinity
     if timeout is not None:
         kwargs["timeouts"] = _timeouts(timeout, kwargs.get("timeouts"))
     if kind == "ollama":

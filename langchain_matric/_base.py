@@ -3,9 +3,10 @@
 - `MatricBase`: the connection fields (`backend`, `model`, `base_url`, `api_key`,
   `timeout`, `max_retries`) and backend resolution: the instance given, or one built
   lazily on the first call and cached (`_backend_build`).
-- `MatricGenerationBase`: the sampling fields, `GenerationOptions` built from fields
-  and call kwargs in one place, `_identifying_params`, `_get_ls_params` and token
-  counts. The per-stream bookkeeping is in `_streams`.
+- `MatricGenerationBase`: the sampling fields, `prefix_affinity` (a pool's routing),
+  `GenerationOptions` built from fields and call kwargs in one place,
+  `_identifying_params`, `_get_ls_params` and token counts. The per-stream bookkeeping
+  is in `_streams`.
 """
 
 from __future__ import annotations
@@ -214,8 +215,8 @@ class MatricBase(BaseModel):
         # built by the caller, so silently ignoring them would be a trap.
         given = [
             f
-            for f in ("base_url", "api_key", "timeout", "max_retries")
-            if f in self.model_fields_set and getattr(self, f) is not None
+            for f in ("base_url", "api_key", "timeout", "max_retries", "prefix_affinity")
+            if f in self.model_fields_set and self.__dict__.get(f) not in (None, 0)
         ]
         if given:
             names = ", ".join(given)
@@ -258,11 +259,16 @@ class MatricBase(BaseModel):
             self.timeout,
             self.max_retries,
             self._dimensions(),
+            self._prefix_affinity(),
         )
 
     def _dimensions(self) -> int | None:
         """The vector size to request (embeddings only)."""
         return None
+
+    def _prefix_affinity(self) -> int:
+        """Leading messages that pick a pool's endpoint (generation only; 0: off)."""
+        return 0
 
     def _build_backend(self, purpose: Purpose) -> Any:
         return build_backend(
@@ -274,6 +280,7 @@ class MatricBase(BaseModel):
             timeout=self.timeout,
             max_retries=self.max_retries,
             dimensions=self._dimensions(),
+            prefix_affinity=self._prefix_affinity(),
         )
 
     def _backend_base_url(self, backend: object) -> str | list[str] | None:
@@ -342,6 +349,26 @@ class MatricGenerationBase(MatricBase):
     streaming: bool = False
     """As in langchain-core: when True, `invoke` goes through the stream (callbacks
     receive tokens)."""
+
+    prefix_affinity: int = 0
+    """With an endpoint pool (a `base_url` list): requests whose first N messages match go
+    to the same healthy endpoint, whose prefix cache holds them (0, the default: off,
+    least outstanding requests). Ignored with one URL."""
+
+    @field_validator("prefix_affinity", mode="before")
+    @classmethod
+    def _check_prefix_affinity(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            msg = (
+                f"prefix_affinity={value!r} must be a number of leading messages, 0 or more "
+                "(0: off; e.g. prefix_affinity=1 keeps requests with the same system "
+                "message on one endpoint of a pool)"
+            )
+            raise ConfigurationError(msg)
+        return value
+
+    def _prefix_affinity(self) -> int:
+        return self.prefix_affinity
 
     @field_validator("max_tokens")
     @classmethod
@@ -468,6 +495,8 @@ class MatricGenerationBase(MatricBase):
         api = self.__dict__.get("api")
         if api is not None and api != "chat":
             params["api"] = api
+        if self.prefix_affinity:  # how a pool routes (not what it answers), shown in traces
+            params["prefix_affinity"] = self.prefix_affinity
         return params
 
     def _ls_params(

@@ -80,8 +80,10 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             Which server API to speak; None uses the configured default.
         api: "chat" | "responses"
             With backend="openai": chat completions (default) or the Responses API.
-        base_url: str | None
-            Server URL.
+        base_url: str | list[str] | None
+            Server URL, or a list of URLs serving the same models (an endpoint pool).
+        prefix_affinity: int
+            With a pool: requests whose first N messages match go to one endpoint (0: off).
         api_key: SecretStr | None
             Key for OpenAI-compatible servers.
         timeout, max_retries: float | None, int | None
@@ -99,6 +101,9 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             temperature=0,
         )
         # or: ChatMatric(backend="ollama", model="llama3.2")
+        # or two replicas, a conversation's turns on the same one (its prefix cache):
+        # ChatMatric(backend="openai", model="qwen2.5", prefix_affinity=1,
+        #            base_url=["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"])
         ```
 
     Invoke:

@@ -63,8 +63,12 @@ class MatricLLM(MatricGenerationBase, LLM):
     Key init args — client params:
         backend: "openai" | "ollama" | backend instance | None
             Which server API to speak; None uses the configured default.
-        base_url: str | None
-            Server URL.
+        base_url: str | list[str] | None
+            Server URL, or a list of URLs serving the same models (an endpoint pool).
+        prefix_affinity: int
+            With a pool: the same prompt goes to the same endpoint (0: off). A prompt is
+            one message, hashed whole: prompts that only start alike are not grouped,
+            and api="completions" sends no messages (no affinity).
         api_key: SecretStr | None
             Key for OpenAI-compatible servers.
         timeout, max_retries: float | None, int | None
@@ -79,6 +83,9 @@ class MatricLLM(MatricGenerationBase, LLM):
         llm = MatricLLM(backend="ollama", model="llama3.2", temperature=0)
         # or: MatricLLM(backend="openai", base_url="http://127.0.0.1:8000/v1",
         #               api_key="sk-local", model="qwen2.5")
+        # or over two replicas, a repeated prompt always on the same one (its cache):
+        # MatricLLM(backend="openai", model="qwen2.5", prefix_affinity=1,
+        #           base_url=["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"])
         ```
 
     Invoke:

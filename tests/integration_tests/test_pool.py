@@ -225,6 +225,36 @@ async def test_prefix_affinity_keeps_a_conversation_on_one_endpoint(servers, syn
     assert sorted(counts) == [0, 0, 4]
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_chat_matric_prefix_affinity_keeps_a_conversation_on_one_endpoint(
+    servers, sync, api
+) -> None:
+    path = CHAT if api == "chat" else "/v1/responses"
+    spread = ChatMatric(backend="openai", base_url=urls(servers, 3), model="test-model", api=api)
+    model = spread.model_copy(update={"prefix_affinity": 1})
+    for agent in ("Agent A.", "Agent B."):
+        messages: list[tuple[str, str]] = [("system", agent)]
+        for turn in range(3):
+            messages.append(("human", f"turn {turn}"))
+            reply = model.invoke(messages) if sync else await model.ainvoke(messages)
+            messages.append(("ai", str(reply.content)))
+    by_agent = {
+        agent: sorted(
+            i for i, s in enumerate(servers) for r in s.requests
+            if r.path == path and agent in r.body.decode()
+        )
+        for agent in ("Agent A.", "Agent B.")
+    }  # fmt: skip
+    assert all(len(set(found)) == 1 and len(found) == 3 for found in by_agent.values())
+    for _ in range(3):  # without affinity the same conversation spreads
+        spread.invoke([("system", "Agent C."), ("human", "hi")])
+    assert sum(1 for s in servers if any(b"Agent C." in r.body for r in s.requests)) == 3
+    for adapter in (model, spread):
+        if not sync:
+            await adapter.aclose()
+        adapter.close()
+
+
 async def test_a_pool_pickles_and_works_in_the_copy(servers, sync) -> None:
     with pool(urls(servers), api_key="sk-secret") as backend:
         await generate(backend, sync, "hi")
