@@ -74,6 +74,15 @@ def test_pins_stay_in_the_process() -> None:
     assert copy.pinned(continuing("resp_1")) is None  # like the counts: a fresh start
 
 
+def test_a_forked_child_keeps_the_pins_and_resets_the_counts() -> None:
+    pool = EndpointPool([A, B])
+    pool.pin("resp_1", 1)
+    pool.acquire()
+    pool._pid = -1  # as in a child after fork
+    assert pool.pinned(continuing("resp_1")) == (1, "resp_1")  # the ids are still B's
+    assert pool.endpoint_stats()[A].in_flight == 0
+
+
 # -- pinned attempts -------------------------------------------------------------------
 
 
