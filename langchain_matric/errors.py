@@ -398,7 +398,7 @@ def error_from_response(
             )
         return BadRequestError(msg("The server rejected the request as invalid."), **kw)
     if status == 429:
-        return RateLimitError(msg("Rate limited; retried with backoff."), **kw)
+        return RateLimitError(msg("Rate limited."), **kw)
     if status >= 500 and _VALIDATION_REPORT.search(said):
         # llama-cpp-python answers a request its models reject with 500 "N validation errors".
         fix = f"The server rejected the request as invalid (reported as {status})."
@@ -410,9 +410,9 @@ def error_from_response(
         error.is_retryable = False
         return error
     if status >= 500:
-        return ServerError(msg("The server failed; retried with backoff."), **kw)
+        return ServerError(msg("The server failed."), **kw)
     if status in (408, 409):
-        error = BackendHTTPError(msg("Retried with backoff."), **kw)
+        error = BackendHTTPError(msg("Sending it again may succeed."), **kw)
         error.is_retryable = True
         return error
     return BackendHTTPError(msg(""), **kw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import os
 import weakref
@@ -31,6 +32,7 @@ from langchain_matric._http._common import (
     build_call,
     config_secrets,
     connection_error,
+    gave_up,
     parse_error,
     prepare,
     retry_delay,
@@ -98,12 +100,22 @@ def _connector_class() -> type[aiohttp.TCPConnector]:
         async def _get(self, key: Any, *args: Any, **kw: Any) -> Any:
             idle = getattr(self, "_conns", {}).get(key)
             if idle:
-                for item in [item for item in idle if item[0].should_close]:
+                fresh = _FRESH.get()
+                for item in [item for item in idle if fresh or item[0].should_close]:
                     idle.remove(item)
                     item[0].close()
-            return await super()._get(key, *args, **kw)
+            conn = await super()._get(key, *args, **kw)
+            if conn is not None:
+                _REUSED.set(True)
+            return conn
 
     return FreshConnector
+
+
+_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("matric_reused", default=False)
+"""Whether the current attempt's connection came from the pool (set by the connector)."""
+_FRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("matric_fresh", default=False)
+"""Set for the reconnect after a stale pooled connection: the pool's idle ones are closed."""
 
 
 def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
@@ -123,9 +135,10 @@ def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
         trust_env=False,  # the environment was read once, by client_settings()
         cookie_jar=aiohttp.DummyCookieJar(),  # stateless, as the httpx side (no client, no jar)
     )
-    # aiohttp silently resends an idempotent request once when the connection drops before
-    # the answer; our RetryPolicy already does that (counted, with backoff, like httpx), so
-    # turn it off for identical attempts on both stacks. A private flag, hence the guard.
+    # aiohttp silently resends an idempotent request once when any connection, fresh or
+    # reused, drops before the answer; the transport resends any method once, only for a
+    # reused connection (`AsyncTransport._send`), as the sync stack does: turn aiohttp's
+    # off for identical attempts on both stacks. A private flag, hence the guard.
     if hasattr(session, "_retry_connection"):
         session._retry_connection = False
     return session
@@ -174,10 +187,12 @@ def _read_idle(response: aiohttp.ClientResponse, idle: float | None) -> None:
 
 
 class _Phase:
-    __slots__ = ("in_body", "status", "streaming")
+    __slots__ = ("in_body", "stale", "status", "streaming")
 
     def __init__(self, streaming: bool) -> None:
         self.in_body = False
+        self.stale = False
+        """A reused connection failed before any byte of an answer (sent again at once)."""
         self.status: int | None = None
         self.streaming = streaming
 
@@ -339,23 +354,37 @@ class AsyncTransport:
         self, call: Call, deadline: Deadline, read: bool
     ) -> tuple[aiohttp.ClientResponse, bytes, _Phase]:
         attempt = 0
+        reconnected = False
         while True:
+            phase = _Phase(streaming=not read)
+            fresh = _FRESH.set(reconnected)
             try:
-                return await self._attempt(call, deadline, read)
+                return await self._attempt(call, deadline, phase)
             except MatricError as error:
+                if phase.stale and not reconnected:
+                    # The server closed a pooled connection as it was reused, before any
+                    # byte of an answer: not processed. Sent again at once on a new
+                    # connection, once, outside the retry policy (as curl and httpx do; the
+                    # sync wire does the same).
+                    reconnected = True
+                    continue
                 delay = retry_delay(error, attempt, call, self.config, deadline)
                 if delay is None:
+                    gave_up(error, attempt)
                     raise
                 await self.config.asleep(delay)
                 attempt += 1
+            finally:
+                _FRESH.reset(fresh)
 
     async def _attempt(
-        self, call: Call, deadline: Deadline, read: bool
+        self, call: Call, deadline: Deadline, phase: _Phase
     ) -> tuple[aiohttp.ClientResponse, bytes, _Phase]:
         from yarl import URL  # noqa: PLC0415 - lazy, with aiohttp
 
         session = await self._session()
-        phase = _Phase(streaming=not read)
+        read = not phase.streaming
+        _REUSED.set(False)
         with self._errors(call, phase):
             deadline.check(call, self.config)
             response = await session.request(
@@ -408,6 +437,8 @@ class AsyncTransport:
         """Translate aiohttp exceptions into ours: the one place this stack does."""
         import aiohttp  # noqa: PLC0415 - lazy by design
 
+        _NOTHING_ARRIVED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)  # noqa: N806
+
         try:
             yield
         except aiohttp.ConnectionTimeoutError as exc:
@@ -430,6 +461,7 @@ class AsyncTransport:
                 error = parse_error(call, reason, phase.status)
             elif not phase.in_body:
                 error = connection_error(call, "no_answer", exc)
+                phase.stale = _REUSED.get() and isinstance(exc, _NOTHING_ARRIVED)
             else:
                 error = connection_error(call, "lost", exc)
             raise error from safe_cause(exc, call)

@@ -435,15 +435,18 @@ def connection_error(
             f"{call.where}: could not connect through {via} ({detail}). "
             "Check `proxy`, HTTP(S)_PROXY / NO_PROXY, or set trust_env=False."
         )
-    if problem == "no_answer":
+    if problem == "no_answer":  # retried by policy (see `retry_delay`)
         return BackendConnectionError(
             f"{call.where}: the server closed the connection without answering ({detail}). "
             "Is it restarting or overloaded? Check `base_url`."
         )
     if problem == "lost":
-        return BackendConnectionError(
-            f"{call.where}: the connection was lost while reading the response ({detail})."
+        error = BackendConnectionError(
+            f"{call.where}: the connection was lost while reading the response ({detail}). "
+            "Not sent again: the server may have processed the request."
         )
+        error.is_retryable = False  # an answer had begun: the request was processed
+        return error
     if detail.startswith("TLS"):
         return BackendConnectionError(
             f"{call.where}: could not connect: {detail}. Check `verify` (a CA bundle path, "
@@ -546,3 +549,21 @@ def retry_delay(
         delay,
     )
     return delay
+
+
+def gave_up(error: MatricError, attempt: int) -> MatricError:
+    """`error` as raised when no retry follows: its message says how many retries were made.
+
+    Error messages never claim a retry by themselves (with `max_retries=0`, or for an error
+    that is not retried, none happened); after `attempt` retries, the count is added.
+
+    Example:
+        >>> from langchain_matric.errors import ServerError
+        >>> str(gave_up(ServerError("server returned 503 for GET http://h/x."), 2))
+        'server returned 503 for GET http://h/x. Sent 3 times (2 retries with backoff).'
+    """
+    if attempt > 0:
+        retries = "1 retry" if attempt == 1 else f"{attempt} retries"
+        error.message = f"{error.message} Sent {attempt + 1} times ({retries} with backoff)."
+        error.args = (error.message,)
+    return error

@@ -24,8 +24,12 @@ from langchain_matric.errors import ConfigurationError
 
 logger = logging.getLogger("langchain_matric")
 
-KEEPALIVE_EXPIRY = 5.0
-"""Seconds an idle pooled connection is kept (httpx keepalive_expiry, aiohttp keepalive_timeout)."""
+KEEPALIVE_EXPIRY = 4.0
+"""Seconds an idle pooled connection is kept (urllib3 pool, aiohttp keepalive_timeout).
+
+Below uvicorn's 5 s keep-alive (vLLM, llama-cpp-python, LiteLLM), so the client drops a
+connection before such a server closes it; a server closing sooner (gunicorn: 2 s) is met
+by the reconnect-once rule (docs/architecture.md)."""
 
 _SECRET_NAMES = frozenset(
     {"apikey", "api_key", "key", "token", "access_token", "sig", "signature", "password"}

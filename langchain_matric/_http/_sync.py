@@ -32,6 +32,7 @@ from langchain_matric._http._common import (
     causes,
     config_secrets,
     connection_error,
+    gave_up,
     parse_error,
     prepare,
     retry_delay,
@@ -295,6 +296,7 @@ class SyncTransport:
             except MatricError as error:
                 delay = retry_delay(error, attempt, call, self.config, deadline)
                 if delay is None:
+                    gave_up(error, attempt)
                     raise
                 self.config.sleep(delay)
                 attempt += 1

@@ -432,6 +432,8 @@ class HTTPBackend(BaseBackend):
         except MatricError as error:
             if not error.partial:
                 error.partial = parser.partial
+            if delivered or error.partial:
+                error.is_retryable = False  # data reached the caller: never sent again
             _locate(error, response.url)
             yield from take_undelivered(error)  # decoded in the failing read: deliver first
             if delivered and _plain_timeout(error):
@@ -463,6 +465,8 @@ class HTTPBackend(BaseBackend):
         except MatricError as error:
             if not error.partial:
                 error.partial = parser.partial
+            if delivered or error.partial:
+                error.is_retryable = False  # data reached the caller: never sent again
             _locate(error, response.url)
             for delta in take_undelivered(error):  # decoded in the failing read
                 yield delta

@@ -333,6 +333,9 @@ async def test_in_stream_error(server, protocol, style, layer, sync) -> None:
     assert out.pieces == WORDS[:2]
     assert out.error.partial == "".join(WORDS[:2])
     assert posts(server, protocol) == 1
+    # A 5xx-style error (a gateway's, LiteLLM's) after text reached the caller: a partial
+    # stream is never sent again, so the error must not say it may be.
+    assert out.error.is_retryable is False
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -15,7 +15,7 @@ import pytest
 
 from langchain_matric._http import AsyncTransport, HTTPConfig, RetryPolicy, SyncTransport, Timeouts
 from langchain_matric._http._wire import MAX_INTERIM_RESPONSES
-from langchain_matric.errors import MatricError, ResponseParseError
+from langchain_matric.errors import BackendConnectionError, MatricError, ResponseParseError
 from tests.faultserver import CLOSE, HANG, Action, FaultServer, Pause, chunked, head, interim, ok
 
 
@@ -371,3 +371,143 @@ async def test_a_malformed_chunk_mid_stream_keeps_what_was_delivered(
         await backend.aclose()
     assert "".join(got) == info.value.partial == "Hello"
     assert len(server.received) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Retry by evidence: a stale pooled connection is sent again at once, once
+# ---------------------------------------------------------------------------------------
+
+
+class Sleeps:
+    """The waits a transport asked for (its `sleep` / `asleep`), never really waited."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _no_retries(server: FaultServer, sleeps: Sleeps) -> HTTPConfig:
+    return HTTPConfig(
+        server.url,
+        timeouts=Timeouts(connect=5, first_byte=5, idle=5, total=20),
+        retry=RetryPolicy(max_retries=0),
+        sleep=sleeps.sleep,
+        asleep=sleeps.asleep,
+    )
+
+
+CLOSING = {
+    # The server reads the next request on the kept-alive connection and closes it without
+    # a byte of an answer: what a server whose keep-alive expired as the request came sees.
+    "closed as the next request arrives": [[ok(b'{"n": 1}')], [CLOSE]],
+    # Closed right after each answer (no `Connection: close`): the close is usually seen
+    # before reuse, else the request meets it as above.
+    "closed right after each answer": [[ok(b'{"n": 1}'), CLOSE]],
+}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("script", CLOSING.values(), ids=CLOSING.keys())
+async def test_a_stale_pooled_connection_is_reconnected_at_once(
+    server: FaultServer, kind: str, script: list[list[Action]]
+) -> None:
+    """20 back-to-back calls with `max_retries=0` all succeed: each request that met a
+    pooled connection the server had closed is sent again on a new one, without a wait."""
+    server.reset(*(script * 40))
+    sleeps = Sleeps()
+    stack = Stack(kind, _no_retries(server, sleeps))
+    try:
+        for _ in range(20):
+            assert await stack.request() == {"n": 1}
+    finally:
+        await stack.close()
+    assert sleeps.waits == []
+    if len(script) == 2:  # every call after the first met a stale connection, then a new one
+        assert len(server.received) == 39
+        assert server.connections == 20
+    else:  # each answer on its own connection; a request that met a closed one, sent again
+        assert server.connections == len(server.received) >= 20
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_fresh_connection_closed_before_answering_still_fails(
+    server: FaultServer, kind: str
+) -> None:
+    """No reconnect for a new connection: with `max_retries=0`, one request, an error."""
+    server.reset([CLOSE], [ok(b'{"n": 1}')])
+    sleeps = Sleeps()
+    stack = Stack(kind, _no_retries(server, sleeps))
+    try:
+        with pytest.raises(BackendConnectionError, match="closed the connection without") as info:
+            await stack.request()
+    finally:
+        await stack.close()
+    assert len(server.received) == 1 and sleeps.waits == []
+    assert "retr" not in str(info.value)  # no retry happened: the message claims none
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_stale_connection_then_a_failing_fresh_one_is_retried_by_policy(
+    server: FaultServer, kind: str
+) -> None:
+    """The reconnect is once: its failure is an ordinary one, counted and with backoff."""
+    server.reset([ok(b'{"n": 1}')], [CLOSE], [CLOSE], [ok(b'{"n": 2}')])
+    sleeps = Sleeps()
+    config = _no_retries(server, sleeps)
+    config = HTTPConfig(
+        config.base_url,
+        timeouts=config.timeouts,
+        retry=RetryPolicy(max_retries=1, jitter=0),
+        sleep=sleeps.sleep,
+        asleep=sleeps.asleep,
+    )
+    stack = Stack(kind, config)
+    try:
+        assert await stack.request() == {"n": 1}
+        assert await stack.request() == {"n": 2}
+    finally:
+        await stack.close()
+    assert len(server.received) == 4 and sleeps.waits == [0.5]
+
+
+WORDING = {
+    "503": ([ok(b'{"error": "busy"}', 503)], "ServerError"),
+    "429": ([ok(b'{"error": "slow down"}', 429)], "RateLimitError"),
+    "closed before answering": ([CLOSE], "BackendConnectionError"),
+}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("answer", "kind_of_error"), WORDING.values(), ids=WORDING.keys())
+@pytest.mark.parametrize("max_retries", [0, 2])
+async def test_the_message_says_whether_retries_happened(
+    server: FaultServer, kind: str, answer: list[Action], kind_of_error: str, max_retries: int
+) -> None:
+    """No "retried" without a retry (`max_retries=0`); after retries, how many were made."""
+    server.reset(*[answer] * 3)
+    sleeps = Sleeps()
+    config = HTTPConfig(
+        server.url,
+        timeouts=Timeouts(connect=5, first_byte=5, idle=5, total=20),
+        retry=RetryPolicy(max_retries=max_retries),
+        sleep=sleeps.sleep,
+        asleep=sleeps.asleep,
+    )
+    stack = Stack(kind, config)
+    try:
+        with pytest.raises(MatricError) as info:
+            await stack.request()
+    finally:
+        await stack.close()
+    assert type(info.value).__name__ == kind_of_error
+    assert len(server.received) == max_retries + 1 == len(sleeps.waits) + 1
+    text = str(info.value)
+    if max_retries:
+        assert text.endswith("Sent 3 times (2 retries with backoff).")
+    else:
+        assert "retr" not in text.lower() and "Sent" not in text

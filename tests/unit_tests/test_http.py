@@ -563,12 +563,15 @@ async def test_drop_mid_stream_is_a_stream_error_and_not_retried(server, connect
     assert srv.hits("/s") == 1 and sleeps == []
 
 
-async def test_drop_while_reading_a_whole_body_is_retried(server, connect, sleeps) -> None:
+async def test_drop_while_reading_a_whole_body_is_not_retried(server, connect, sleeps) -> None:
+    """The head and part of the body arrived: the server ran the request (a generation,
+    perhaps), so sending it again would run it again. A typed error after one request."""
     srv, url = server
     srv.script("/s", chunks(b'{"a":', then="drop"))
-    with pytest.raises(BackendConnectionError, match="lost while reading"):
+    with pytest.raises(BackendConnectionError, match="lost while reading") as info:
         await connect(url).request("GET", "/s")
-    assert srv.hits("/s") == 3
+    assert srv.hits("/s") == 1 and sleeps == []
+    assert info.value.is_retryable is False and "Not sent again" in str(info.value)
 
 
 async def test_stream_retries_only_while_opening(server, connect, sleeps) -> None:
@@ -997,16 +1000,22 @@ def _turn_is_free(turn: Any) -> bool:
 def test_the_turn_is_given_back_after_failures_retries_and_errors_in_the_block(server) -> None:
     srv, url = server
     srv.script("/drop", chunks(b'{"a":', then="drop"), reply(200, '{"ok": true}'))
+    srv.script("/busy", reply(503, '{"error": "busy"}'), reply(200, '{"ok": true}'))
     srv.script("/bad", reply(400, '{"error": "no"}'))
     srv.script("/ok", reply(200, "{}"))
     config = HTTPConfig(url, sleep=lambda _: None)
     with SyncTransport(config) as transport, taking_turns():
         turn = current_turn()
         assert turn is not None
-        # A body lost mid-read is retried; the retry takes the turn again.
-        with transport.request_in_turn("GET", "/drop") as response:
+        # A body lost mid-read is an error (not sent again: it may have been processed).
+        with pytest.raises(BackendConnectionError), transport.request_in_turn("GET", "/drop"):
+            pass
+        assert srv.hits("/drop") == 1
+        assert _turn_is_free(turn)
+        # A 503 is retried; the retry takes the turn again.
+        with transport.request_in_turn("GET", "/busy") as response:
             assert response.json() == {"ok": True}
-        assert srv.hits("/drop") == 2
+        assert srv.hits("/busy") == 2
         assert _turn_is_free(turn)
         with pytest.raises(BadRequestError):
             with transport.request_in_turn("GET", "/bad"):
