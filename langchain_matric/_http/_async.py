@@ -33,6 +33,7 @@ from langchain_matric._http._common import (
     config_secrets,
     connection_error,
     gave_up,
+    head_too_large,
     parse_error,
     prepare,
     retry_delay,
@@ -134,6 +135,10 @@ def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
         proxy=settings.proxy,
         trust_env=False,  # the environment was read once, by client_settings()
         cookie_jar=aiohttp.DummyCookieJar(),  # stateless, as the httpx side (no client, no jar)
+        # The head's limits, as the sync wire's (aiohttp's own: 8,190 bytes, 128 lines).
+        max_line_size=settings.max_header_line,
+        max_field_size=settings.max_header_line,
+        max_headers=settings.max_header_lines,
     )
     # aiohttp silently resends an idempotent request once when any connection, fresh or
     # reused, drops before the answer; the transport resends any method once, only for a
@@ -213,6 +218,15 @@ def unreadable(exc: BaseException, in_body: bool) -> str | None:
         cause = exc.__cause__
         return getattr(cause, "message", None) or str(cause or exc)
     return None
+
+
+def _head_limits(reason: str, config: HTTPConfig) -> str:
+    """The reason aiohttp gives for a head over the limits, named as the sync wire names it."""
+    if reason.startswith("Got more than "):  # LineTooLong: the status line or a field line
+        return head_too_large("line", config.max_header_line)
+    if "Too many headers" in reason:
+        return head_too_large("lines", config.max_header_lines)
+    return reason
 
 
 class AsyncTransport:
@@ -455,6 +469,8 @@ class AsyncTransport:
         except aiohttp.ClientError as exc:
             error: MatricError
             reason = unreadable(exc, phase.in_body)
+            if reason is not None and not phase.in_body:
+                reason = _head_limits(reason, self.config)
             if phase.in_body and phase.streaming:
                 error = stream_error(call, exc, reason)
             elif reason is not None:

@@ -464,6 +464,18 @@ def _one_line(reason: str, call: Call) -> str:
     return scrub(text if len(text) <= 200 else text[:199] + "…", call)
 
 
+def head_too_large(which: Literal["line", "lines"], limit: int) -> str:
+    """The reason for a response head over a limit, naming the setting (both stacks).
+
+    Example:
+        >>> head_too_large("line", 65536)
+        'a response header line over 65,536 bytes (raise `max_header_line`)'
+    """
+    if which == "line":
+        return f"a response header line over {limit:,} bytes (raise `max_header_line`)"
+    return f"more than {limit} response header lines (raise `max_header_lines`)"
+
+
 def parse_error(call: Call, reason: str, status: int | None = None) -> ResponseParseError:
     """The error for an answer that arrived but could not be parsed or decoded (not retried).
 

@@ -31,6 +31,12 @@ Below uvicorn's 5 s keep-alive (vLLM, llama-cpp-python, LiteLLM), so the client 
 connection before such a server closes it; a server closing sooner (gunicorn: 2 s) is met
 by the reconnect-once rule (docs/architecture.md)."""
 
+MAX_HEADER_LINE = 65536
+"""Bytes of one response header line accepted by default (both stacks): large gateway
+cookies and CSP headers exceed aiohttp's own 8,190."""
+MAX_HEADER_LINES = 256
+"""Response header lines accepted by default (both stacks); http.client's own limit is 100."""
+
 _SECRET_NAMES = frozenset(
     {"apikey", "api_key", "key", "token", "access_token", "sig", "signature", "password"}
     | {"secret", "client_secret", "auth", "authorization", "code"}
@@ -247,6 +253,14 @@ class HTTPConfig:
     """Idle connections kept for reuse (sync stack only; aiohttp keeps up to `max_connections`)."""
     user_agent: str = field(default_factory=_default_user_agent)
     """The `User-Agent` header."""
+    max_header_line: int = MAX_HEADER_LINE
+    """Most bytes in one response header line (and the status line), on both stacks.
+
+    A longer one is a `ResponseParseError` naming this setting, after one request.
+    Backends take it too: `OpenAIBackend(..., max_header_line=131072)`.
+    """
+    max_header_lines: int = MAX_HEADER_LINES
+    """Most header lines in one response head, on both stacks (more: `ResponseParseError`)."""
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
     """Waits between sync retries (inject in tests)."""
     asleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
@@ -297,6 +311,10 @@ class HTTPConfig:
                 "max_keepalive_connections must be within [0, max_connections], "
                 f"got {self.max_keepalive_connections}"
             )
+        for name in ("max_header_line", "max_header_lines"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
         if self.verify is False:
             logger.warning(
                 "TLS certificate verification is OFF for %s (verify=False): "
@@ -314,6 +332,7 @@ class HTTPConfig:
             f"cert={self.cert!r}, trust_env={self.trust_env!r}, proxy={proxy!r}, "
             f"max_connections={self.max_connections}, "
             f"max_keepalive_connections={self.max_keepalive_connections}, "
+            f"max_header_line={self.max_header_line}, max_header_lines={self.max_header_lines}, "
             f"user_agent={self.user_agent!r})"
         )
 
@@ -358,6 +377,8 @@ class ClientSettings:
     max_keepalive_connections: int
     keepalive_expiry: float
     timeouts: Timeouts
+    max_header_line: int = MAX_HEADER_LINE
+    max_header_lines: int = MAX_HEADER_LINES
 
 
 def client_settings(config: HTTPConfig) -> ClientSettings:
@@ -369,6 +390,8 @@ def client_settings(config: HTTPConfig) -> ClientSettings:
         max_keepalive_connections=config.max_keepalive_connections,
         keepalive_expiry=KEEPALIVE_EXPIRY,
         timeouts=config.timeouts,
+        max_header_line=config.max_header_line,
+        max_header_lines=config.max_header_lines,
     )
 
 

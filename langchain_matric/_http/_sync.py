@@ -47,7 +47,7 @@ from langchain_matric._http._config import (
     RedactURLs,
     client_settings,
 )
-from langchain_matric._http._wire import WireTransport
+from langchain_matric._http._wire import HeadTooLarge, WireTransport
 from langchain_matric._turns import current_turn
 from langchain_matric.errors import BackendHTTPError, MatricError
 
@@ -122,6 +122,8 @@ def unreadable(exc: BaseException) -> str | None:
     for err in causes(exc):
         if isinstance(err, httpx.DecodingError):  # gzip, deflate, ...
             return f"content decoding failed: {err}"
+        if isinstance(err, HeadTooLarge):  # its text names the limit and the setting
+            return str(err)
         if isinstance(err, InvalidChunkLength):  # before IncompleteRead, one of its bases
             return f"invalid chunk size line {err.length!r}"
         if isinstance(err, http.client.HTTPException) and not isinstance(

@@ -22,6 +22,7 @@ sync transport switches it to `idle` once the head has arrived, as it did for ht
 from __future__ import annotations
 
 import contextlib
+import email.parser
 import functools
 import http.client
 import time
@@ -42,6 +43,7 @@ from urllib3.exceptions import (
 )
 from urllib3.response import HTTPResponse
 
+from langchain_matric._http._common import head_too_large
 from langchain_matric._http._config import ClientSettings
 
 __all__ = ["WireTransport"]
@@ -54,28 +56,66 @@ _READ_SIZE = 1 << 20
 
 MAX_INTERIM_RESPONSES = 32
 """Interim (1xx) heads skipped before one answer at most; more is a protocol error."""
-_MAX_LINE = 65536
-_MAX_INTERIM_FIELDS = 256
-"""Limits of one interim head (a line, its field lines), as generous as the final head's."""
 
 
 class _FinalResponse(http.client.HTTPResponse):
-    """http.client's response, skipping every interim (1xx) head but `101`, not just `100`.
+    """http.client's response: every interim (1xx) head but `101` skipped; our head limits.
 
     `http.client` takes `102 Processing` or `103 Early Hints` for the answer: the caller
     would get "server returned 103" and the real answer would stay unread on a pooled
-    connection, to be read as the next request's. Installed per connection
-    (`_KeptAlive._new_conn`), never by patching the module.
+    connection, to be read as the next request's. Its header limits (100 lines of 64 KiB)
+    are module globals, shared by the whole process: `begin` reads the head itself, under
+    `max_header_line` / `max_header_lines` (`HTTPConfig`; the same on aiohttp's side).
+    Installed per connection (`_KeptAlive._new_conn`, a subclass per pair of limits),
+    never by patching the module.
     """
+
+    max_line = 65536
+    max_lines = 256
 
     def _read_status(self) -> tuple[str, int, str]:
         for _ in range(MAX_INTERIM_RESPONSES + 1):
             version, status, reason = super()._read_status()  # type: ignore[misc]
             if not 100 <= status < 200 or status == 101:
                 return version, status, reason
-            _skip_fields(self.fp)
+            _read_fields(self.fp, self.max_line, self.max_lines)
         msg = f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the answer"
         raise http.client.HTTPException(msg)
+
+    def begin(self) -> None:
+        """`http.client.HTTPResponse.begin` (3.11-3.13), the head read under our limits."""
+        started: Any = self.headers  # None until the head was read
+        if started is not None:
+            return
+        version, status, reason = self._read_status()
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        lines = _read_fields(self.fp, self.max_line, self.max_lines)
+        text = b"".join(lines).decode("iso-8859-1")
+        parsed = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
+        self.headers = self.msg = parsed
+        coding = self.headers.get("transfer-encoding")
+        self.chunked = coding is not None and coding.lower() == "chunked"
+        if self.chunked:
+            self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            with contextlib.suppress(ValueError):
+                self.length = int(length)
+            if self.length is not None and self.length < 0:
+                self.length = None
+        if status in (204, 304) or 100 <= status < 200 or getattr(self, "_method", None) == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
 
     def _check_close(self) -> bool:
         # After a `101 Switching Protocols` (never asked for) the connection speaks
@@ -83,16 +123,21 @@ class _FinalResponse(http.client.HTTPResponse):
         return self.status == 101 or bool(super()._check_close())  # type: ignore[misc]
 
 
-def _skip_fields(fp: Any) -> None:
-    """Read an interim head's field lines up to its blank line (or the end of the stream)."""
-    for _ in range(_MAX_INTERIM_FIELDS + 1):
-        line = fp.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
-            raise http.client.LineTooLong("interim response field line")
+class HeadTooLarge(http.client.HTTPException):
+    """A response head over `max_header_line` / `max_header_lines`; its text is the reason."""
+
+
+def _read_fields(fp: Any, max_line: int, max_lines: int) -> list[bytes]:
+    """A head's field lines up to its blank line (or the end of the stream), within limits."""
+    lines = []
+    for _ in range(max_lines + 1):
+        line = fp.readline(max_line + 3)  # the line ending is not counted
+        if len(line.rstrip(b"\r\n")) > max_line:
+            raise HeadTooLarge(head_too_large("line", max_line))
+        lines.append(line)
         if line in (b"\r\n", b"\n", b""):
-            return
-    msg = f"an interim (1xx) response with more than {_MAX_INTERIM_FIELDS} field lines"
-    raise http.client.HTTPException(msg)
+            return lines
+    raise HeadTooLarge(head_too_large("lines", max_lines))
 
 
 class WireTransport(httpx.BaseTransport):
@@ -292,9 +337,11 @@ class _KeptAlive(HTTPConnectionPool):
     keep = 10
     expiry = 4.0
 
+    response_class: type[_FinalResponse] = _FinalResponse
+
     def _new_conn(self) -> Any:
         conn: Any = super()._new_conn()
-        conn.response_class = _FinalResponse  # this connection's only: see _FinalResponse
+        conn.response_class = self.response_class  # this connection's only: _FinalResponse
         return conn
 
     def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kw: Any) -> Any:
@@ -360,8 +407,12 @@ class _KeptAliveTLS(_KeptAlive, HTTPSConnectionPool):
 
 
 @functools.cache
-def _pool_classes(keep: int, expiry: float) -> dict[str, type[HTTPConnectionPool]]:
-    limits = {"keep": keep, "expiry": expiry}
+def _pool_classes(
+    keep: int, expiry: float, max_line: int, max_lines: int
+) -> dict[str, type[HTTPConnectionPool]]:
+    head = {"max_line": max_line, "max_lines": max_lines}
+    response = type("FinalResponse", (_FinalResponse,), head)
+    limits = {"keep": keep, "expiry": expiry, "response_class": response}
     return {
         "http": type("KeptAlive", (_KeptAlive,), limits),
         "https": type("KeptAliveTLS", (_KeptAliveTLS,), limits),
@@ -387,6 +438,9 @@ def _manager(settings: ClientSettings) -> urllib3.PoolManager:
             **pool_kw,
         )
     manager.pool_classes_by_scheme = _pool_classes(
-        settings.max_keepalive_connections, settings.keepalive_expiry
+        settings.max_keepalive_connections,
+        settings.keepalive_expiry,
+        settings.max_header_line,
+        settings.max_header_lines,
     )
     return manager

@@ -66,8 +66,11 @@ DEFAULT_MAX_LINE_SIZE = 32 * 1024 * 1024
 _KEEPALIVE = 20
 """Idle connections kept for reuse by default (at most `max_connections`)."""
 
-_HTTP_OPTIONS = frozenset({"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"})
-"""Further `HTTPConfig` fields a backend passes through (mostly for tests)."""
+_HTTP_OPTIONS = frozenset(
+    {"sleep", "asleep", "random", "user_agent", "max_keepalive_connections"}
+    | {"max_header_line", "max_header_lines"}
+)
+"""Further `HTTPConfig` fields a backend passes through (the header limits; others for tests)."""
 
 
 def check_model_name(owner: str, field: str, value: object, example: str) -> None:

@@ -260,8 +260,22 @@ CASES = {
         [Outcome("StreamError", False)],
         1,
     ),
-    "a 64 KiB header line": Case(_once(ok(b"{}", x_big="a" * 70_000)), "request", [UNREADABLE], 1),
+    "a header line over 64 KiB": Case(
+        _once(ok(b"{}", x_big="a" * 70_000)), "request", [UNREADABLE], 1
+    ),
     "300 header lines": Case(_once(ok(b"{}", **LINES_300)), "request", [UNREADABLE], 1),
+    # Within the limits both stacks share (`max_header_line`, `max_header_lines`): these
+    # were pinned differences (aiohttp's 8,190-byte line, http.client's 100 lines).
+    "a 10 KiB header line": Case([[ok(b'{"a": 1}', x_big="a" * 10_000)]], "request", [OK_A], 1),
+    "a 64 KiB header line": Case(
+        [[ok(b'{"a": 1}', x_big="a" * (65_536 - len("x-big: ")))]], "request", [OK_A], 1
+    ),
+    "101 header lines": Case(
+        [[ok(b'{"a": 1}', **{f"x_field_{i}": "v" for i in range(101)})]], "request", [OK_A], 1
+    ),
+    "254 header lines and the two of `ok`": Case(
+        [[ok(b'{"a": 1}', **{f"x_field_{i}": "v" for i in range(254)})]], "request", [OK_A], 1
+    ),
 }
 
 
@@ -301,15 +315,7 @@ async def test_both_stacks_agree(server: FaultServer, case: Case) -> None:
     assert sync == (list(case.expect), case.requests)
 
 
-UNEQUAL = {  # limits and framing the two stacks do not share yet: neither retries
-    "a 10 KiB header line (async: over aiohttp's 8,190)": (
-        _once(ok(b'{"a": 1}', x_big="a" * 10_000)),
-        {"sync": OK_A, "async": UNREADABLE},
-    ),
-    "101 header lines (sync: over http.client's 100)": (
-        _once(ok(b'{"a": 1}', **{f"x_field_{i}": "v" for i in range(101)})),
-        {"sync": UNREADABLE, "async": OK_A},
-    ),
+UNEQUAL = {  # framing the two stacks do not share yet: neither retries
     "Content-Length with chunked (async refuses)": (
         _once(head(200, content_length=8, **CHUNKED), b'8\r\n{"a": 1}\r\n0\r\n\r\n'),
         {"sync": OK_A, "async": UNREADABLE},
@@ -511,3 +517,64 @@ async def test_the_message_says_whether_retries_happened(
         assert text.endswith("Sent 3 times (2 retries with backoff).")
     else:
         assert "retr" not in text.lower() and "Sent" not in text
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_the_header_limits_are_settings_named_in_the_error(
+    server: FaultServer, kind: str
+) -> None:
+    """`max_header_line` / `max_header_lines` apply per transport, on both stacks alike:
+    over them, a `ResponseParseError` naming the limit and the setting, after 1 request."""
+    config = HTTPConfig(
+        server.url, retry=RetryPolicy(max_retries=2), max_header_line=1000, max_header_lines=20
+    )
+    stack = Stack(kind, config)
+    try:
+        server.reset([ok(b"{}", x_big="a" * 1200), CLOSE], [ok(b"{}")])
+        with pytest.raises(ResponseParseError, match=r"over 1,000 bytes .*`max_header_line`"):
+            await stack.request()
+        assert len(server.received) == 1
+        server.reset([ok(b"{}", **{f"x_{i}": "v" for i in range(30)}), CLOSE], [ok(b"{}")])
+        with pytest.raises(ResponseParseError, match=r"more than 20 .*`max_header_lines`"):
+            await stack.request()
+        assert len(server.received) == 1
+    finally:
+        await stack.close()
+    # Raised: a 100 KiB line and 400 lines pass.
+    roomy = HTTPConfig(server.url, max_header_line=200_000, max_header_lines=500)
+    stack = Stack(kind, roomy)
+    try:
+        server.reset([ok(b'{"a": 1}', x_big="a" * 100_000, **{f"x_{i}": "v" for i in range(400)})])
+        assert await stack.request() == {"a": 1}
+    finally:
+        await stack.close()
+
+
+def test_the_sync_limits_leave_http_client_alone() -> None:
+    """Per connection, never process-wide: `http.client`'s globals are untouched."""
+    import http.client
+
+    assert http.client._MAXHEADERS == 100  # type: ignore[attr-defined]
+    assert http.client._MAXLINE == 65536  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "64k"])
+def test_bad_header_limits_are_configuration_errors(value: object) -> None:
+    from langchain_matric.errors import ConfigurationError
+
+    for name in ("max_header_line", "max_header_lines"):
+        with pytest.raises(ConfigurationError, match=name):
+            HTTPConfig("http://127.0.0.1:1", **{name: value})  # type: ignore[arg-type]
+
+
+def test_backends_take_the_header_limits() -> None:
+    from langchain_matric.backends.ollama import OllamaBackend
+    from langchain_matric.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(
+        base_url="http://127.0.0.1:1/v1", api_key="k", model="m", max_header_line=131_072
+    )
+    assert backend._config.max_header_line == 131_072
+    assert backend._config.max_header_lines == 256
+    ollama = OllamaBackend(base_url="http://127.0.0.1:1", model="m", max_header_lines=512)
+    assert ollama._config.max_header_lines == 512
