@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -191,13 +192,69 @@ def _read_idle(response: aiohttp.ClientResponse, idle: float | None) -> None:
         protocol.start_timeout()
 
 
+class _Watchdog:
+    """A body's time bounds, independent of aiohttp's read timer and parser.
+
+    aiohttp bounds body reads by its connection's read timer, which its parser may drop (a
+    parser error after the head once left a read waiting forever). This timer, one per
+    response, wakes every quarter of `idle` (and at the deadline): it ends the caller's
+    pending read with the idle timeout when no byte arrived for `idle` while the caller
+    waited (a caller busy elsewhere is not the server's silence), and with the total
+    timeout at `end`. It counts bytes as aiohttp's reader already does (`total_bytes`):
+    nothing is added per chunk. An idle stall is met within `idle` * 1.25.
+    """
+
+    __slots__ = ("_content", "_end", "_handle", "_idle", "_loop", "_quiet_since", "_seen")
+
+    def __init__(self, content: Any, idle: float | None, end: float | None) -> None:
+        self._content = content
+        self._idle = idle
+        self._end = end
+        self._loop = asyncio.get_running_loop()
+        self._seen = content.total_bytes
+        self._quiet_since = time.monotonic()
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm(self._quiet_since)
+
+    def _arm(self, now: float) -> None:
+        wait = float("inf") if self._idle is None else self._idle / 4
+        if self._end is not None:
+            wait = min(wait, self._end - now)
+        if wait != float("inf"):
+            self._handle = self._loop.call_later(max(wait, 0.0), self._check)
+
+    def _check(self) -> None:
+        import aiohttp  # noqa: PLC0415 - loaded by now
+
+        content = self._content
+        if content.is_eof() or content.exception() is not None:
+            return
+        now = time.monotonic()
+        if self._end is not None and now >= self._end:
+            content.set_exception(TimeoutError("the total timeout expired reading the body"))
+            return
+        seen = content.total_bytes
+        if seen != self._seen or getattr(content, "_waiter", None) is None:
+            self._seen, self._quiet_since = seen, now  # bytes came, or nobody is waiting
+        elif self._idle is not None and now - self._quiet_since >= self._idle:
+            content.set_exception(aiohttp.ServerTimeoutError("no body bytes within idle"))
+            return
+        self._arm(now)
+
+    def cancel(self) -> None:
+        """Stop watching (the body was read, or the response is closed)."""
+        if self._handle is not None:
+            self._handle.cancel()
+
+
 class _Phase:
-    __slots__ = ("in_body", "stale", "status", "streaming")
+    __slots__ = ("in_body", "stale", "status", "streaming", "watchdog")
 
     def __init__(self, streaming: bool) -> None:
         self.in_body = False
         self.stale = False
         """A reused connection failed before any byte of an answer (sent again at once)."""
+        self.watchdog: _Watchdog | None = None
         self.status: int | None = None
         self.streaming = streaming
 
@@ -361,6 +418,8 @@ class AsyncTransport:
         try:
             yield AsyncStreamResponse(response.status, response.headers, call, chunks)
         finally:
+            if phase.watchdog is not None:
+                phase.watchdog.cancel()
             await chunks.aclose()
             response.close()
 
@@ -416,10 +475,18 @@ class AsyncTransport:
             ok = 200 <= response.status < 300
             error = None if ok else await self._status_error(response, call)
             content = b""
+            if ok and not response.content.is_eof():
+                idle, end = self.config.timeouts.idle, deadline.end
+                if idle is not None or end is not None:
+                    phase.watchdog = _Watchdog(response.content, idle, end)
             if ok and read:
                 with self._errors(call, phase):
                     content = await response.read()
+                if phase.watchdog is not None:
+                    phase.watchdog.cancel()
         except BaseException:
+            if phase.watchdog is not None:
+                phase.watchdog.cancel()
             response.close()
             raise
         if error is not None:

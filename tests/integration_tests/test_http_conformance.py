@@ -578,3 +578,65 @@ def test_backends_take_the_header_limits() -> None:
     assert backend._config.max_header_lines == 256
     ollama = OllamaBackend(base_url="http://127.0.0.1:1", model="m", max_header_lines=512)
     assert ollama._config.max_header_lines == 512
+
+
+# ---------------------------------------------------------------------------------------
+# Async body reads: time bounds of their own, independent of aiohttp's read timer
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["request", "stream"])
+async def test_async_idle_bound_holds_without_aiohttps_read_timer(
+    server: FaultServer, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """aiohttp's read timer switched off after the head (as its parser once dropped it):
+    the transport's own watchdog still ends a silent body within `idle` * 1.25."""
+    from langchain_matric._http import _async
+
+    monkeypatch.setattr(_async, "_read_idle", lambda response, idle: None)
+    head_only = head(200, **CHUNKED)
+    server.play([head_only, b"3\r\nabc\r\n", HANG])
+    config = HTTPConfig(
+        server.url,
+        timeouts=Timeouts(connect=5, first_byte=30, idle=0.4, total=None),
+        retry=RetryPolicy(max_retries=0),
+    )
+    stack = Stack("async", config)
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(MatricError, match="idle timeout") as info:
+            await (stack.stream() if mode == "stream" else stack.request())
+    finally:
+        await stack.close()
+    took = asyncio.get_running_loop().time() - started
+    assert 0.4 <= took < 0.4 * 1.25 + 0.3, took
+    assert not info.value.is_retryable or mode == "request"
+
+
+async def test_async_total_bounds_a_trickled_body_without_aiohttps_total(
+    server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body trickled faster than `idle`, with aiohttp's own total off: the watchdog
+    ends it at `total` (within 0.5 s), naming the total timeout."""
+    from langchain_matric._http import _async
+
+    real = _async.client_timeout
+    monkeypatch.setattr(_async, "client_timeout", lambda timeouts, total: real(timeouts, None))
+    trickle: list[Action] = [head(200, **CHUNKED)]
+    for _ in range(100):
+        trickle += [b"1\r\na\r\n", Pause(0.05)]
+    server.play(trickle)
+    config = HTTPConfig(
+        server.url,
+        timeouts=Timeouts(connect=5, first_byte=5, idle=1, total=0.6),
+        retry=RetryPolicy(max_retries=0),
+    )
+    stack = Stack("async", config)
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(MatricError, match="total timeout"):
+            await stack.request()
+    finally:
+        await stack.close()
+    took = asyncio.get_running_loop().time() - started
+    assert 0.6 <= took < 1.1, took
