@@ -570,9 +570,9 @@ def gave_up(error: MatricError, attempt: int) -> MatricError:
     that is not retried, none happened); after `attempt` retries, the count is added.
 
     Example:
-        >>> from langchain_matric.errors import ServerError
-        >>> str(gave_up(ServerError("server returned 503 for GET http://h/x."), 2))
-        'server returned 503 for GET http://h/x. Sent 3 times (2 retries with backoff).'
+        >>> from langchain_matric.errors import BackendConnectionError
+        >>> str(gave_up(BackendConnectionError("GET http://h/x: connection refused."), 2))
+        'GET http://h/x: connection refused. Sent 3 times (2 retries with backoff).'
     """
     if attempt > 0:
         retries = "1 retry" if attempt == 1 else f"{attempt} retries"
