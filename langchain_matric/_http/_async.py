@@ -91,6 +91,12 @@ def _connector_class() -> type[aiohttp.TCPConnector]:
             ):
                 payload.set_exception(aiohttp.ClientPayloadError(exc.message), exc)
 
+        async def read(self) -> Any:  # each head (once per answer, interim ones too)
+            item = await super().read()
+            if 100 <= item[0].code < 200:  # an interim head: the request was received
+                _INTERIM.set(True)
+            return item
+
     class FreshConnector(aiohttp.TCPConnector):
         def __init__(self, *args: Any, **kw: Any) -> None:
             super().__init__(*args, **kw)
@@ -118,6 +124,8 @@ _REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("matric_reused", 
 """Whether the current attempt's connection came from the pool (set by the connector)."""
 _FRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("matric_fresh", default=False)
 """Set for the reconnect after a stale pooled connection: the pool's idle ones are closed."""
+_INTERIM: contextvars.ContextVar[bool] = contextvars.ContextVar("matric_interim", default=False)
+"""Whether the current attempt received an interim (1xx) head: an answer had begun."""
 
 
 def new_session(settings: ClientSettings) -> aiohttp.ClientSession:
@@ -458,6 +466,7 @@ class AsyncTransport:
         session = await self._session()
         read = not phase.streaming
         _REUSED.set(False)
+        _INTERIM.set(False)
         with self._errors(call, phase):
             deadline.check(call, self.config)
             response = await session.request(
@@ -542,7 +551,7 @@ class AsyncTransport:
                 error = stream_error(call, exc, reason)
             elif reason is not None:
                 error = parse_error(call, reason, phase.status)
-            elif not phase.in_body:
+            elif not phase.in_body and not _INTERIM.get():
                 error = connection_error(call, "no_answer", exc)
                 phase.stale = _REUSED.get() and isinstance(exc, _NOTHING_ARRIVED)
             else:

@@ -427,7 +427,16 @@ def safe_cause(exc: BaseException, call: Call) -> BaseException | None:
 def connection_error(
     call: Call, problem: ConnectionProblem, exc: BaseException, proxy: str | None = None
 ) -> MatricError:
-    """The error for a connection that failed, was refused, or was lost."""
+    """The error for a connection that failed, was refused, or was lost.
+
+    Whether it is sent again follows the evidence that the request was not processed
+    (docs/architecture.md, Retries): `connect`, `proxy`: nothing was sent; retried by the
+    policy. `no_answer`: sent, then closed before any byte of an answer. On a reused
+    connection the transport has already sent it again once, at once (the server closed the
+    connection as the request came); on a new one it is retried by the policy, as a server
+    restarting or a balancer without a backend closes connections this way. `lost`: an
+    answer had begun (a head, an interim head, part of a body): never sent again.
+    """
     detail = describe(exc, call)
     if problem == "proxy":
         via = redact_url(proxy) if proxy else "the proxy"
@@ -435,7 +444,7 @@ def connection_error(
             f"{call.where}: could not connect through {via} ({detail}). "
             "Check `proxy`, HTTP(S)_PROXY / NO_PROXY, or set trust_env=False."
         )
-    if problem == "no_answer":  # retried by policy (see `retry_delay`)
+    if problem == "no_answer":
         return BackendConnectionError(
             f"{call.where}: the server closed the connection without answering ({detail}). "
             "Is it restarting or overloaded? Check `base_url`."

@@ -47,7 +47,7 @@ from langchain_matric._http._config import (
     RedactURLs,
     client_settings,
 )
-from langchain_matric._http._wire import HeadTooLarge, WireTransport
+from langchain_matric._http._wire import AnswerCutShort, HeadTooLarge, WireTransport
 from langchain_matric._turns import current_turn
 from langchain_matric.errors import BackendHTTPError, MatricError
 
@@ -111,6 +111,7 @@ _NOT_UNREADABLE = (
     http.client.RemoteDisconnected,  # closed before answering
     http.client.IncompleteRead,  # closed before the end of the body
     http.client.ImproperConnectionState,  # the client's own state: no answer read
+    AnswerCutShort,  # closed after an interim head
 )
 
 
@@ -401,7 +402,7 @@ class SyncTransport:
                 error = stream_error(call, exc, reason)
             elif reason is not None:
                 error = parse_error(call, reason, phase.status)
-            elif not phase.in_body:
+            elif not phase.in_body and not any(isinstance(e, AnswerCutShort) for e in causes(exc)):
                 error = connection_error(call, "no_answer", exc)
             else:
                 error = connection_error(call, "lost", exc)

@@ -74,8 +74,13 @@ class _FinalResponse(http.client.HTTPResponse):
     max_lines = 256
 
     def _read_status(self) -> tuple[str, int, str]:
-        for _ in range(MAX_INTERIM_RESPONSES + 1):
-            version, status, reason = super()._read_status()  # type: ignore[misc]
+        for skipped in range(MAX_INTERIM_RESPONSES + 1):
+            try:
+                version, status, reason = super()._read_status()  # type: ignore[misc]
+            except ConnectionError as exc:
+                if skipped:  # the request was received: not "closed without answering"
+                    raise AnswerCutShort("the connection closed after an interim head") from exc
+                raise
             if not 100 <= status < 200 or status == 101:
                 return version, status, reason
             _read_fields(self.fp, self.max_line, self.max_lines)
@@ -121,6 +126,10 @@ class _FinalResponse(http.client.HTTPResponse):
         # After a `101 Switching Protocols` (never asked for) the connection speaks
         # another protocol: never pooled, whatever its `Connection` field says.
         return self.status == 101 or bool(super()._check_close())  # type: ignore[misc]
+
+
+class AnswerCutShort(http.client.HTTPException):
+    """The connection closed after an interim (1xx) head: an answer had begun."""
 
 
 class HeadTooLarge(http.client.HTTPException):

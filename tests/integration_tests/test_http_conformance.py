@@ -208,8 +208,16 @@ CASES = {
     "102 103 then a stream": Case(
         [[interim(102), EARLY_HINTS, chunked(b"x", b"y")]], "stream", [Outcome("ok", b"xy")], 1
     ),
+    # An interim head says the server has the request: closed after it, the answer was
+    # cut short, not "closed without answering", and it is not sent again.
     "interim then close": Case(
-        _retried(EARLY_HINTS, CLOSE), "request", [Outcome("BackendConnectionError", True)], 3
+        _retried(EARLY_HINTS, CLOSE), "request", [Outcome("BackendConnectionError", False)], 1
+    ),
+    "102 Processing then close, on a reused connection": Case(
+        [[ok(b'{"a": 1}')], [interim(102), CLOSE], [ok(b'{"a": 2}')]],
+        "request request",
+        [OK_A, Outcome("BackendConnectionError", False)],
+        2,
     ),
     "interim then 503": Case(
         _retried(EARLY_HINTS, ok(b'{"error": "busy"}', 503)),
