@@ -433,9 +433,10 @@ def connection_error(
     (docs/architecture.md, Retries): `connect`, `proxy`: nothing was sent; retried by the
     policy. `no_answer`: sent, then closed before any byte of an answer. On a reused
     connection the transport has already sent it again once, at once (the server closed the
-    connection as the request came); on a new one it is retried by the policy, as a server
-    restarting or a balancer without a backend closes connections this way. `lost`: an
-    answer had begun (a head, an interim head, part of a body): never sent again.
+    connection as the request came, before reading it); on a new one, or when that second
+    send fails too, the request reached a server that may have begun to run it: not sent
+    again. `lost`: an answer had begun (a head, an interim head, part of a body): never
+    sent again.
     """
     detail = describe(exc, call)
     if problem == "proxy":
@@ -445,10 +446,13 @@ def connection_error(
             "Check `proxy`, HTTP(S)_PROXY / NO_PROXY, or set trust_env=False."
         )
     if problem == "no_answer":
-        return BackendConnectionError(
+        error = BackendConnectionError(
             f"{call.where}: the server closed the connection without answering ({detail}). "
+            "Not sent again: the request reached the server, which may have begun to run it. "
             "Is it restarting or overloaded? Check `base_url`."
         )
+        error.is_retryable = False  # no evidence that the request was not processed
+        return error
     if problem == "lost":
         error = BackendConnectionError(
             f"{call.where}: the connection was lost while reading the response ({detail}). "
