@@ -109,6 +109,9 @@ class _FinalResponse(http.client.HTTPResponse):
         self.chunked = coding is not None and coding.lower() == "chunked"
         if self.chunked:
             self.chunk_left = None
+            if self.headers.get("content-length") is not None:  # as aiohttp's parser does
+                msg = "Content-Length together with chunked Transfer-Encoding: ambiguous framing"
+                raise http.client.HTTPException(msg)
         self.will_close = self._check_close()
         self.length = None
         length = self.headers.get("content-length")
