@@ -22,7 +22,9 @@ LangChain's own retry and context-overflow handling recognises ours::
         └── EmbeddingValueError(ValueError)     a 2xx vector element not a finite number
 
 `error_from_response` turns a status, body and headers into the right class; it is the
-only place that decides, and both transports call it.
+only place that decides, and both transports call it. A failure after stream data reached
+the caller is a `StreamError` as well as its own class (`after_data`: an in-stream
+context overflow is a `ContextLengthExceededErrorInStream`, which is both).
 """
 
 from __future__ import annotations
@@ -115,13 +117,14 @@ class StreamError(MatricError, core.ModelError):
     """
 
     is_retryable = False
+    line: str | None = None
+    """The offending wire line (first 200 characters), when one is to blame."""
 
     def __init__(self, message: str, *, partial: str = "", line: str | None = None) -> None:
         super().__init__(message)
         self.partial = partial
         """Text received before the stream failed."""
         self.line = line
-        """The offending wire line (first 200 characters), when one is to blame."""
 
 
 class ResponseParseError(MatricError, core.ModelAPIError):
@@ -416,3 +419,58 @@ def error_from_response(
         error.is_retryable = True
         return error
     return BackendHTTPError(msg(""), **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# After data reached the caller: every failure is a StreamError too
+# ---------------------------------------------------------------------------------------
+
+
+def _in_stream_class(base: type[MatricError]) -> type[MatricError]:
+    name = f"{base.__name__}InStream"
+    cls = type(name, (StreamError, base), {"__module__": __name__, "__qualname__": name})
+    cls.__doc__ = (
+        f"A `{base.__name__}` raised after part of a stream had reached the caller: a "
+        "`StreamError` too (never retried, `partial` kept). Made by `after_data`."
+    )
+    globals()[name] = cls  # importable by name, so it pickles
+    return cls
+
+
+_IN_STREAM: dict[type[MatricError], type[MatricError]] = {BackendTimeoutError: StreamTimeoutError}
+_IN_STREAM.update(
+    (base, _in_stream_class(base))
+    for base in (
+        BackendConnectionError,
+        ResponseParseError,
+        BackendHTTPError,
+        AuthenticationError,
+        PermissionDeniedError,
+        ModelNotFoundError,
+        BadRequestError,
+        ContextLengthExceededError,
+        RateLimitError,
+        ServerError,
+    )
+)
+
+
+def after_data(error: MatricError) -> MatricError:
+    """Mark `error` as raised after stream data reached the caller; return it.
+
+    It becomes a `StreamError` as well as what it was (a `ContextLengthExceededError`
+    stays one, so LangChain's handlers still recognise it), and is never retried: part of
+    the answer was already handed out.
+
+    Example:
+        >>> error = after_data(RateLimitError("slow down", status=429))
+        >>> isinstance(error, StreamError), isinstance(error, RateLimitError)
+        (True, True)
+        >>> type(error).__name__, error.is_retryable
+        ('RateLimitErrorInStream', False)
+    """
+    cls = _IN_STREAM.get(type(error))
+    if cls is not None:
+        error.__class__ = cls
+    error.is_retryable = False
+    return error

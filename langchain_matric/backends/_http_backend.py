@@ -36,11 +36,11 @@ from langchain_matric.backends._protocols import BaseBackend
 from langchain_matric.backends._types import GenerationDelta, take_undelivered
 from langchain_matric.errors import (
     BackendHTTPError,
-    BackendTimeoutError,
     ConfigurationError,
     MatricError,
     StreamError,
     StreamTimeoutError,
+    after_data,
     message_of,
 )
 
@@ -197,15 +197,6 @@ def _stalled(stall: float, parser: StreamParser) -> StreamTimeoutError:
         "Raise `Timeouts.stall` (None = no limit).",
         partial=parser.partial,
     )
-
-
-def _plain_timeout(error: MatricError) -> bool:
-    return isinstance(error, BackendTimeoutError) and not isinstance(error, StreamError)
-
-
-def _mid_stream(error: MatricError) -> StreamTimeoutError:
-    """An idle or total timeout after data reached the caller: a `StreamError` too."""
-    return StreamTimeoutError(error.message, partial=error.partial)
 
 
 def _drain(response: StreamResponse) -> None:
@@ -435,12 +426,11 @@ class HTTPBackend(BaseBackend):
         except MatricError as error:
             if not error.partial:
                 error.partial = parser.partial
-            if delivered or error.partial:
-                error.is_retryable = False  # data reached the caller: never sent again
+            undelivered = take_undelivered(error)  # decoded in the failing read: deliver first
+            if delivered or undelivered or error.partial:
+                after_data(error)  # a StreamError too, never sent again
             _locate(error, response.url)
-            yield from take_undelivered(error)  # decoded in the failing read: deliver first
-            if delivered and _plain_timeout(error):
-                raise _mid_stream(error) from error
+            yield from undelivered
             raise
 
     async def _adrive(
@@ -468,13 +458,12 @@ class HTTPBackend(BaseBackend):
         except MatricError as error:
             if not error.partial:
                 error.partial = parser.partial
-            if delivered or error.partial:
-                error.is_retryable = False  # data reached the caller: never sent again
+            undelivered = take_undelivered(error)  # decoded in the failing read: deliver first
+            if delivered or undelivered or error.partial:
+                after_data(error)  # a StreamError too, never sent again
             _locate(error, response.url)
-            for delta in take_undelivered(error):  # decoded in the failing read
+            for delta in undelivered:
                 yield delta
-            if delivered and _plain_timeout(error):
-                raise _mid_stream(error) from error
             raise
 
     # -- resources -----------------------------------------------------------------------

@@ -345,7 +345,12 @@ async def test_in_stream_context_overflow_is_typed(server, protocol, layer, sync
     server.fault(Fault.stream_error(after=LEAD[protocol] + 1, message=message))
     with backend_for(protocol, server) as backend:
         out = await consume(layer, backend, sync)
-    assert type(out.error) is errors.ContextLengthExceededError
+    # still a ContextLengthExceededError (LangChain's ContextOverflowError), and, as text
+    # had reached the caller, a StreamError too: never retried
+    assert type(out.error) is errors.ContextLengthExceededErrorInStream  # type: ignore[attr-defined]
+    assert isinstance(out.error, errors.ContextLengthExceededError)
+    assert isinstance(out.error, errors.StreamError)
+    assert not out.error.is_retryable
     assert message in str(out.error)
     assert out.error.partial == WORDS[0] == out.text
 

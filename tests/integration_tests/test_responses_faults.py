@@ -121,7 +121,12 @@ async def test_in_stream_context_overflow_is_typed(server, style, layer, sync) -
     server.fault(Fault.stream_error(style, after=LEAD + 1, message=message))
     with backend_for(server) as backend:
         out = await consume(layer, backend, sync)
-    assert type(out.error) is errors.ContextLengthExceededError
+    # still a ContextLengthExceededError (LangChain's ContextOverflowError), and, as text
+    # had reached the caller, a StreamError too: never retried
+    assert type(out.error) is errors.ContextLengthExceededErrorInStream  # type: ignore[attr-defined]
+    assert isinstance(out.error, errors.ContextLengthExceededError)
+    assert isinstance(out.error, errors.StreamError)
+    assert not out.error.is_retryable
     assert message in str(out.error)
     assert out.error.partial == WORDS[0] == out.text
 

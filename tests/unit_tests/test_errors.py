@@ -154,3 +154,40 @@ def test_every_error_pickles(err: errors.MatricError) -> None:
     assert str(back) == str(err)
     assert back.__dict__ == err.__dict__
     assert back.is_retryable == err.is_retryable
+
+
+IN_STREAM_BASES = [
+    errors.BackendConnectionError("lost"),
+    errors.BackendTimeoutError("idle"),
+    errors.ResponseParseError("bad chunk", reason="invalid chunk size"),
+    _err(400, "x"),
+    _err(400, "context length exceeded"),
+    _err(401),
+    _err(403),
+    _err(404, "model not found"),
+    _err(404),
+    _err(429, "", {"retry-after": "1"}),
+    _err(500),
+]
+
+
+@pytest.mark.parametrize("err", IN_STREAM_BASES, ids=lambda e: type(e).__name__)
+def test_after_data_every_error_is_a_stream_error_too(err: errors.MatricError) -> None:
+    """After stream data reached the caller: still its own class, and a StreamError."""
+    before = type(err)
+    err.partial = "Hel"
+    after = errors.after_data(err)
+    assert after is err
+    assert isinstance(err, before)
+    assert isinstance(err, errors.StreamError)
+    assert not err.is_retryable
+    assert err.line is None
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err)
+    assert back.partial == "Hel"
+    assert not back.is_retryable
+
+
+def test_after_data_keeps_a_stream_error_as_it_is() -> None:
+    err = errors.StreamError("cut", partial="a")
+    assert type(errors.after_data(err)) is errors.StreamError
