@@ -55,10 +55,30 @@ _BACKEND_NAMES: tuple[str, ...] = ("openai", "ollama")
 _INTERNAL_KWARGS = frozenset({"stream", "ls_structured_output_format", "structured_output_format"})
 # Call kwargs `_options` reads itself; the rest are provider extras.
 _CONSUMED_KWARGS = frozenset(
-    {"model", "temperature", "max_tokens", "top_p", "seed", "stop", *_INTERNAL_KWARGS}
+    {
+        "model",
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "seed",
+        "stop",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        *_INTERNAL_KWARGS,
+    }
 )
 # Named fields a `model_kwargs` key may not shadow.
-_NAMED_OPTIONS = ("temperature", "max_tokens", "top_p", "stop", "seed")
+_NAMED_OPTIONS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "seed",
+    "n",
+    "logprobs",
+    "top_logprobs",
+)
 _RESERVED_KWARGS = frozenset(
     {*_NAMED_OPTIONS, "model", "messages", "prompt", "stream", "tools", "tool_choice"}
 )
@@ -343,6 +363,22 @@ class MatricGenerationBase(MatricBase):
     seed: int | None = None
     """Seed for reproducible sampling, where the server supports one."""
 
+    n: int | None = None
+    """Choices per prompt (the chat and completions APIs): `n` generations in the result.
+    None: not sent. A server that takes no `n` answers with its own error
+    (`BadRequestError`); `api="responses"` and Ollama's native API refuse `n` > 1."""
+
+    logprobs: bool | None = None
+    """Ask for each output token's log probability: `response_metadata["logprobs"]` is
+    `{"content": [...]}`, one entry per token, as ChatOpenAI names it. None: not sent."""
+
+    top_logprobs: int | None = None
+    """Most likely alternatives per token, in each entry's `top_logprobs`. None: not sent."""
+
+    include_response_headers: bool = False
+    """Put the HTTP response headers in `response_metadata["headers"]` (rate limits,
+    request ids), credentials and cookies scrubbed (OpenAI-compatible backends)."""
+
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Provider extras sent as they are (OpenAI body keys, Ollama `options`)."""
 
@@ -471,6 +507,9 @@ class MatricGenerationBase(MatricBase):
             top_p=kwargs.get("top_p", self.top_p),
             stop=self._merged_stop(stop),
             seed=kwargs.get("seed", self.seed),
+            n=kwargs.get("n", self.n),
+            logprobs=kwargs.get("logprobs", self.logprobs),
+            top_logprobs=kwargs.get("top_logprobs", self.top_logprobs),
             extra={**self.model_kwargs, **extra} if extra else self.model_kwargs,
         )
         return options, model if isinstance(model, str) and model else None

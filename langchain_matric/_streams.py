@@ -97,7 +97,16 @@ class StreamCursor:
         ('stop', True)
     """
 
-    __slots__ = ("done", "finish_reason", "model", "response_id", "scanner", "stopped", "usage")
+    __slots__ = (
+        "done",
+        "finish_reason",
+        "metadata",
+        "model",
+        "response_id",
+        "scanner",
+        "stopped",
+        "usage",
+    )
 
     def __init__(self, stop: Sequence[str] | None, model: str | None) -> None:
         self.scanner = StopScanner(stop) if stop else None
@@ -106,6 +115,8 @@ class StreamCursor:
         self.usage: Usage | None = None
         self.response_id: str | None = None
         """The Responses API's id of the answer (from the last delta), or None."""
+        self.metadata: dict[str, Any] | None = None
+        """The last delta's `metadata` (id, system_fingerprint, service_tier, headers)."""
         self.done = False
         self.stopped = False
 
@@ -129,6 +140,7 @@ class StreamCursor:
         self.finish_reason = delta.finish_reason
         self.usage = delta.usage
         self.response_id = delta.response_id
+        self.metadata = delta.metadata
         self.done = True
         return text, True
 

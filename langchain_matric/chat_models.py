@@ -193,6 +193,7 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             response_format=response_format,
             model=model,
             api=self._chat_api(),
+            response_headers=self.include_response_headers,
         )
 
     def _metadata(
@@ -210,6 +211,23 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
     def _result(
         self, backend: GenerationBackend, request: GenerationRequest, generation: Generation
     ) -> ChatResult:
+        generations = [
+            self._chat_generation(backend, request, choice)
+            for choice in (generation, *generation.alternatives)
+        ]
+        llm_output: dict[str, Any] = {
+            "model_name": generations[0].message.response_metadata["model_name"]
+        }
+        if generation.usage is not None:
+            llm_output["token_usage"] = usage_to_dict(generation.usage)
+        if generation.metadata and "system_fingerprint" in generation.metadata:
+            llm_output["system_fingerprint"] = generation.metadata["system_fingerprint"]
+        return ChatResult(generations=generations, llm_output=llm_output)
+
+    def _chat_generation(
+        self, backend: GenerationBackend, request: GenerationRequest, generation: Generation
+    ) -> ChatGeneration:
+        """One choice as a `ChatGeneration` (cut at `stop`, metadata as ChatOpenAI names it)."""
         text = generation.text
         stop = request.options.stop
         if stop and (cut := cut_at_stop(text, stop)) is not None:
@@ -217,20 +235,20 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             generation.finish_reason = "stop"
         model = generation.model or request.model
         metadata = self._metadata(backend, model, generation.finish_reason)
+        if generation.metadata:
+            metadata.update(generation.metadata)
         raw = generation.raw
         if generation.response_id:  # a Responses answer: the `previous_response_id` to go on
             metadata["id"] = generation.response_id
         elif isinstance(raw, dict) and "output" in raw and isinstance(raw.get("id"), str):
             metadata["id"] = raw["id"]  # a backend that fills only `raw`
+        if generation.logprobs is not None:
+            metadata["logprobs"] = {"content": generation.logprobs}
         message = generation_to_message(generation, metadata, text=text)
         info = {"finish_reason": generation.finish_reason, "model_name": metadata["model_name"]}
-        llm_output: dict[str, Any] = {"model_name": metadata["model_name"]}
-        if generation.usage is not None:
-            llm_output["token_usage"] = usage_to_dict(generation.usage)
-        return ChatResult(
-            generations=[ChatGeneration(message=message, generation_info=info)],
-            llm_output=llm_output,
-        )
+        if generation.logprobs is not None:
+            info["logprobs"] = metadata["logprobs"]
+        return ChatGeneration(message=message, generation_info=info)
 
     def _whole_chunk(
         self, backend: GenerationBackend, request: GenerationRequest, generation: Generation
@@ -265,11 +283,19 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
         if not final:
             if not (text or delta.reasoning or calls):
                 return None
-            metadata = {"model_provider": PROVIDER} if first else None
+            metadata: dict[str, Any] | None = {"model_provider": PROVIDER} if first else None
+            if delta.logprobs is not None:  # this chunk's own entries: merging concatenates
+                metadata = {**(metadata or {}), "logprobs": {"content": delta.logprobs}}
             chunk = message_chunk(text, delta.reasoning, calls, response_metadata=metadata)
             return ChatGenerationChunk(message=chunk)
         return self._final_chunk(
-            backend, cursor, text, delta.reasoning, calls, default_model=default_model
+            backend,
+            cursor,
+            text,
+            delta.reasoning,
+            calls,
+            default_model=default_model,
+            logprobs=delta.logprobs,
         )
 
     def _final_chunk(
@@ -281,10 +307,15 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
         calls: list[ToolCallChunk] | None = None,
         *,
         default_model: str | None,
+        logprobs: list[Any] | None = None,
     ) -> ChatGenerationChunk:
         metadata = self._metadata(backend, cursor.model or default_model, cursor.finish_reason)
+        if cursor.metadata:  # id, system_fingerprint, service_tier, headers
+            metadata.update(cursor.metadata)
         if cursor.response_id:  # a Responses stream: the `previous_response_id` to go on
             metadata["id"] = cursor.response_id
+        if logprobs is not None:
+            metadata["logprobs"] = {"content": logprobs}
         chunk = message_chunk(
             text, reasoning, calls or [], usage=cursor.usage, response_metadata=metadata, last=True
         )

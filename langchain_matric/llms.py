@@ -153,11 +153,14 @@ class MatricLLM(MatricGenerationBase, LLM):
         self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> GenerationRequest:
         options, model = self._options(stop, kwargs)
+        headers = self.include_response_headers
         if self.api == "completions":
-            return GenerationRequest(prompt=prompt, options=options, model=model)
+            return GenerationRequest(
+                prompt=prompt, options=options, model=model, response_headers=headers
+            )
         return GenerationRequest(
             messages=[ChatMessage("user", prompt)], options=options, model=model,
-            api=self._chat_api(),
+            api=self._chat_api(), response_headers=headers,
         )  # fmt: skip
 
     def _generation_info(
@@ -171,6 +174,12 @@ class MatricLLM(MatricGenerationBase, LLM):
             info["usage"] = usage_to_dict(generation.usage)
         if generation.reasoning:
             info["reasoning_content"] = generation.reasoning
+        if generation.metadata:  # id, system_fingerprint, service_tier, headers
+            info.update(generation.metadata)
+        if generation.response_id:
+            info["id"] = generation.response_id
+        if generation.logprobs is not None:
+            info["logprobs"] = {"content": generation.logprobs}
         return info
 
     def _finish(
@@ -186,19 +195,34 @@ class MatricLLM(MatricGenerationBase, LLM):
             text=text, generation_info=self._generation_info(backend, request, generation)
         )
 
+    def _choices(
+        self, backend: GenerationBackend, request: GenerationRequest, generation: Generation
+    ) -> list[GenerationChunk]:
+        """Every choice of a whole answer (`n` > 1: more than one), each as `_finish`."""
+        return [
+            self._finish(backend, request, choice)
+            for choice in (generation, *generation.alternatives)
+        ]
+
     def _delta_chunk(
         self, cursor: StreamCursor, delta: GenerationDelta, default_model: str
     ) -> GenerationChunk | None:
         text, final = cursor.advance(delta)
         if not final:
+            if delta.logprobs is not None:  # this chunk's own entries: merging concatenates
+                info: dict[str, Any] = {"logprobs": {"content": delta.logprobs}}
+                if delta.reasoning:
+                    info["reasoning_content"] = delta.reasoning
+                return GenerationChunk(text=text, generation_info=info)
             if not delta.reasoning:
                 return GenerationChunk(text=text) if text else None
             return GenerationChunk(
                 text=text, generation_info={"reasoning_content": delta.reasoning}
             )
-        return GenerationChunk(
-            text=text, generation_info=self._final_info(cursor, default_model, delta.reasoning)
-        )
+        info = self._final_info(cursor, default_model, delta.reasoning)
+        if delta.logprobs is not None:
+            info["logprobs"] = {"content": delta.logprobs}
+        return GenerationChunk(text=text, generation_info=info)
 
     @staticmethod
     def _final_info(
@@ -212,6 +236,10 @@ class MatricLLM(MatricGenerationBase, LLM):
             info["usage"] = usage_to_dict(cursor.usage)
         if reasoning:
             info["reasoning_content"] = reasoning
+        if cursor.metadata:  # id, system_fingerprint, service_tier, headers
+            info.update(cursor.metadata)
+        if cursor.response_id:
+            info["id"] = cursor.response_id
         return info
 
     def _streams(self, backend: GenerationBackend) -> bool:
@@ -258,13 +286,13 @@ class MatricLLM(MatricGenerationBase, LLM):
         backend: GenerationBackend,
         request: GenerationRequest,
         run_manager: CallbackManagerForLLMRun | None,
-    ) -> GenerationChunk:
+    ) -> list[GenerationChunk]:
         if self.streaming and self._streams(backend):
             whole: GenerationChunk | None = None
             for chunk in self._stream_request(backend, request, run_manager):
                 whole = chunk if whole is None else whole + chunk
-            return whole or GenerationChunk(text="")
-        return self._finish(backend, request, backend.generate(request))
+            return [whole or GenerationChunk(text="")]
+        return self._choices(backend, request, backend.generate(request))
 
     def _call(
         self,
@@ -274,7 +302,7 @@ class MatricLLM(MatricGenerationBase, LLM):
         **kwargs: Any,
     ) -> str:
         backend = self._generation_backend()
-        return self._complete(backend, self._request(prompt, stop, kwargs), run_manager).text
+        return self._complete(backend, self._request(prompt, stop, kwargs), run_manager)[0].text
 
     def _generate(
         self,
@@ -346,13 +374,13 @@ class MatricLLM(MatricGenerationBase, LLM):
         backend: GenerationBackend,
         request: GenerationRequest,
         run_manager: AsyncCallbackManagerForLLMRun | None,
-    ) -> GenerationChunk:
+    ) -> list[GenerationChunk]:
         if self.streaming and self._streams(backend):
             whole: GenerationChunk | None = None
             async for chunk in self._astream_request(backend, request, run_manager):
                 whole = chunk if whole is None else whole + chunk
-            return whole or GenerationChunk(text="")
-        return self._finish(backend, request, await backend.agenerate(request))
+            return [whole or GenerationChunk(text="")]
+        return self._choices(backend, request, await backend.agenerate(request))
 
     async def _acall(
         self,
@@ -363,7 +391,7 @@ class MatricLLM(MatricGenerationBase, LLM):
     ) -> str:
         backend = self._generation_backend()
         request = self._request(prompt, stop, kwargs)
-        return (await self._acomplete(backend, request, run_manager)).text
+        return (await self._acomplete(backend, request, run_manager))[0].text
 
     async def _agenerate(
         self,
@@ -395,17 +423,22 @@ class MatricLLM(MatricGenerationBase, LLM):
             yield chunk
 
 
-def _llm_result(chunks: list[GenerationChunk]) -> LLMResult:
-    """An `LLMResult` keeping each answer's metadata, with usage summed in `llm_output`."""
+def _llm_result(answers: list[list[GenerationChunk]]) -> LLMResult:
+    """An `LLMResult` keeping each answer's metadata, with usage summed in `llm_output`.
+
+    One list per prompt, one generation per choice (`n`); the choices of a prompt share
+    one answer's usage, counted once.
+    """
     totals: dict[str, int] = {}
     model_name: str | None = None
-    for chunk in chunks:
-        info = chunk.generation_info or {}
+    for chunks in answers:
+        info = chunks[0].generation_info or {}
         model_name = model_name or info.get("model_name")
         for key, value in (info.get("usage") or {}).items():
             totals[key] = totals.get(key, 0) + value
     generations = [
-        [LCGeneration(text=chunk.text, generation_info=chunk.generation_info)] for chunk in chunks
+        [LCGeneration(text=chunk.text, generation_info=chunk.generation_info) for chunk in chunks]
+        for chunks in answers
     ]
     llm_output: dict[str, Any] = {"model_name": model_name}
     if totals:

@@ -26,6 +26,7 @@ from langchain_matric._http._config import (
     RetryPolicy,
     Timeouts,
     redact_headers,
+    redact_response_headers,
     redact_url,
 )
 from langchain_matric._http._sync import SyncTransport
@@ -40,5 +41,6 @@ __all__ = [
     "SyncTransport",
     "Timeouts",
     "redact_headers",
+    "redact_response_headers",
     "redact_url",
 ]

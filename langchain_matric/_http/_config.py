@@ -123,6 +123,21 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: REDACTED if is_secret_header(k) else v for k, v in headers.items()}
 
 
+def redact_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Response headers to show a caller: auth-like values and cookies as `***`.
+
+    Rate-limit headers stay readable although their names say "tokens".
+
+    Example:
+        >>> redact_response_headers({"Set-Cookie": "s=1", "x-ratelimit-remaining-tokens": "9"})
+        {'Set-Cookie': '***', 'x-ratelimit-remaining-tokens': '9'}
+    """
+    return {
+        k: REDACTED if is_secret_header(k) and not k.lower().startswith("x-ratelimit-") else v
+        for k, v in headers.items()
+    }
+
+
 def _check_seconds(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]

@@ -278,6 +278,16 @@ def _options(opts: GenerationOptions, num_ctx: int | None) -> tuple[dict[str, An
     if num_ctx is not None:
         options["num_ctx"] = num_ctx
     top: dict[str, Any] = {}
+    if opts.n is not None and opts.n != 1:
+        msg = (
+            f"n={opts.n!r}: Ollama's native API returns one answer per request; use "
+            "backend='openai' on a server that takes `n`, or send separate requests"
+        )
+        raise ConfigurationError(msg)
+    if opts.logprobs is not None:
+        top["logprobs"] = opts.logprobs
+    if opts.top_logprobs is not None:
+        top["top_logprobs"] = opts.top_logprobs
     for key, value in opts.extra.items():
         if key in _RESERVED_FIELDS:
             msg = f"options.extra[{key!r}] is not allowed for Ollama: {_RESERVED_FIELDS[key]}"
@@ -429,7 +439,14 @@ def parse_chat_response(obj: Any) -> Generation:
         usage=_usage(obj),
         model=obj.get("model"),
         raw=obj,
+        logprobs=_logprobs(obj),
     )
+
+
+def _logprobs(obj: Mapping[str, Any]) -> list[Any] | None:
+    """Ollama's `logprobs` (`logprobs: true`): already one OpenAI-shaped entry per token."""
+    entries = obj.get("logprobs")
+    return entries if isinstance(entries, list) and entries else None
 
 
 parse_generate_response = parse_chat_response
@@ -449,6 +466,7 @@ def generation_to_deltas(generation: Generation) -> list[GenerationDelta]:
         finish_reason=generation.finish_reason or "stop",
         usage=generation.usage or Usage(),
         model=generation.model,
+        logprobs=generation.logprobs,
     )
     return [delta]
 
@@ -548,6 +566,9 @@ def merge_deltas(deltas: Sequence[GenerationDelta]) -> Generation:
         gen.finish_reason = delta.finish_reason or gen.finish_reason
         gen.usage = delta.usage or gen.usage
         gen.model = gen.model or delta.model
+        if delta.logprobs:
+            gen.logprobs = [*(gen.logprobs or ()), *delta.logprobs]
+        gen.metadata = delta.metadata or gen.metadata
     gen.text = "".join(texts)
     gen.reasoning = "".join(reasoning) or None
     gen.tool_calls = [ToolCall(*calls[i]) for i in sorted(calls)]
@@ -781,6 +802,8 @@ class OllamaStreamParser:
         if not self._model_sent:
             model, self._model_sent = self._model, True
         delta = GenerationDelta(content, thinking, calls, None, None, model)
+        if "logprobs" in obj:
+            delta.logprobs = _logprobs(obj)
         if content:
             self._parts.append(content)
         if done:

@@ -97,6 +97,12 @@ def _options_to_wire(request: GenerationRequest, token_limit: TokenLimitParam) -
         body["stop"] = list(options.stop)
     if options.seed is not None:
         body["seed"] = options.seed
+    if options.n is not None:
+        body["n"] = options.n
+    if options.logprobs is not None:
+        body["logprobs"] = options.logprobs
+    if options.top_logprobs is not None:
+        body["top_logprobs"] = options.top_logprobs
     body.update(options.extra)
     return body
 
@@ -135,6 +141,12 @@ def completion_payload(
     """The body of `POST /completions` (base models; `request.prompt` is the raw prompt)."""
     body: dict[str, Any] = {"model": request.model or model, "prompt": request.prompt or ""}
     body.update(_options_to_wire(request, "max_tokens"))
+    if body.get("logprobs") is True or "top_logprobs" in body:
+        # `/completions` takes the number of alternatives in `logprobs` itself
+        top = body.pop("top_logprobs", None)
+        body["logprobs"] = top or 0
+    elif body.get("logprobs") is False:
+        del body["logprobs"]
     _set_stream(body, stream=stream, stream_usage=stream_usage)
     return body
 
@@ -178,10 +190,99 @@ def usage_from_wire(data: Any) -> Usage | None:
         return None
     details = data.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    details = data.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     prompt = data.get("prompt_tokens") or 0
     completion = data.get("completion_tokens") or 0
     total = data.get("total_tokens")
-    return Usage(prompt, completion, total if total is not None else -1, reasoning)
+    return Usage(prompt, completion, total if total is not None else -1, reasoning, cached)
+
+
+_METADATA_KEYS = ("id", "system_fingerprint", "service_tier")
+
+
+def metadata_from_wire(obj: dict[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`id`, `system_fingerprint` and `service_tier` of an answer or chunk, when set.
+
+    Example:
+        >>> metadata_from_wire({"id": "chatcmpl-1", "system_fingerprint": None})
+        {'id': 'chatcmpl-1'}
+    """
+    found = {} if into is None else into
+    for key in _METADATA_KEYS:
+        value = obj.get(key)
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def logprob_entries(raw: Any) -> list[Any] | None:
+    """A choice's `logprobs` as OpenAI's chat entries (one per token), or None.
+
+    The chat API sends `{"content": [...]}`; `/completions` sends parallel lists
+    (`tokens`, `token_logprobs`, `top_logprobs`), turned into the same entries.
+
+    Example:
+        >>> logprob_entries({"tokens": ["Hi"], "token_logprobs": [-0.5], "top_logprobs": None})
+        [{'token': 'Hi', 'logprob': -0.5, 'bytes': None, 'top_logprobs': []}]
+    """
+    if not isinstance(raw, dict):
+        return None
+    content = raw.get("content")
+    if isinstance(content, list):
+        return content
+    tokens = raw.get("tokens")
+    if not isinstance(tokens, list):
+        return None
+    values = raw.get("token_logprobs") or [None] * len(tokens)
+    tops = raw.get("top_logprobs") or [None] * len(tokens)
+    return [
+        {
+            "token": token,
+            "logprob": value,
+            "bytes": None,
+            "top_logprobs": [
+                {"token": t, "logprob": v, "bytes": None} for t, v in (top or {}).items()
+            ],
+        }
+        for token, value, top in zip(tokens, values, tops, strict=False)
+    ]
+
+
+def unterminated_json(text: str) -> bool:
+    """True when `text` is JSON cut off: an open string, object or array at its end.
+
+    vLLM reports a tool call cut by the token limit as `finish_reason: "tool_calls"`
+    with such arguments (vllm#47963); the parsers then say "length".
+
+    Example:
+        >>> unterminated_json('{"city": "Os'), unterminated_json('{"city": "Oslo"}')
+        (True, False)
+    """
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+    return in_string or depth > 0
+
+
+def _cut_tool_call(finish: str | None, arguments: Sequence[str]) -> str | None:
+    """The finish reason: "length" for a tool call the token limit cut, else `finish`."""
+    if finish == "tool_calls" and any(unterminated_json(a) for a in arguments):
+        return "length"
+    return finish
 
 
 def raise_body_error(obj: Any, url: str, *, partial: str = "") -> None:
@@ -219,33 +320,62 @@ def _tool_calls(raw: Any) -> list[ToolCall]:
 
 
 def parse_chat_response(obj: Any, url: str) -> Generation:
-    """A whole `chat.completion` answer."""
+    """A whole `chat.completion` answer: its first choice, the others (`n` > 1) after it."""
     raise_body_error(obj, url)
-    choice = _first_choice(obj, url)
+    _first_choice(obj, url)
+    usage = usage_from_wire(obj.get("usage"))
+    metadata = metadata_from_wire(obj)
+    generations = [_chat_choice(choice, obj, usage, metadata) for choice in _ordered_choices(obj)]
+    generations[0].alternatives = generations[1:]
+    return generations[0]
+
+
+def _ordered_choices(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = [c for c in obj["choices"] if isinstance(c, dict)]
+    if len(choices) > 1:
+        choices.sort(key=lambda choice: choice.get("index") or 0)
+    return choices
+
+
+def _chat_choice(
+    choice: dict[str, Any], obj: dict[str, Any], usage: Usage | None, metadata: dict[str, Any]
+) -> Generation:
     message = choice.get("message") or {}
     reasoning = message.get("reasoning_content") or message.get("reasoning")
+    calls = _tool_calls(message.get("tool_calls"))
     return Generation(
         text=message.get("content") or "",
         reasoning=reasoning or None,
-        tool_calls=_tool_calls(message.get("tool_calls")),
-        finish_reason=choice.get("finish_reason"),
-        usage=usage_from_wire(obj.get("usage")),
+        tool_calls=calls,
+        finish_reason=_cut_tool_call(choice.get("finish_reason"), [c.arguments for c in calls]),
+        usage=usage,
         model=obj.get("model"),
         raw=obj,
+        logprobs=logprob_entries(choice.get("logprobs")),
+        metadata=dict(metadata) if metadata else None,
     )
 
 
 def parse_completion_response(obj: Any, url: str) -> Generation:
-    """A whole `text_completion` answer."""
+    """A whole `text_completion` answer: its first choice, the others (`n` > 1) after it."""
     raise_body_error(obj, url)
-    choice = _first_choice(obj, url)
-    return Generation(
-        text=choice.get("text") or "",
-        finish_reason=choice.get("finish_reason"),
-        usage=usage_from_wire(obj.get("usage")),
-        model=obj.get("model"),
-        raw=obj,
-    )
+    _first_choice(obj, url)
+    usage = usage_from_wire(obj.get("usage"))
+    metadata = metadata_from_wire(obj)
+    generations = [
+        Generation(
+            text=choice.get("text") or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=usage,
+            model=obj.get("model"),
+            raw=obj,
+            logprobs=logprob_entries(choice.get("logprobs")),
+            metadata=dict(metadata) if metadata else None,
+        )
+        for choice in _ordered_choices(obj)
+    ]
+    generations[0].alternatives = generations[1:]
+    return generations[0]
 
 
 def _first_choice(obj: Any, url: str) -> dict[str, Any]:
@@ -272,6 +402,8 @@ def generation_to_deltas(generation: Generation) -> list[GenerationDelta]:
             usage=generation.usage,
             model=generation.model,
             response_id=generation.response_id,
+            logprobs=generation.logprobs,
+            metadata=generation.metadata,
         )
     ]
 
@@ -409,6 +541,9 @@ class OpenAIStreamParser:
         self._final_sent = False
         self._ids_seen: set[int] = set()
         self._names_seen: set[int] = set()
+        self._arguments: dict[int, list[str]] = {}
+        """Each tool call's argument pieces, to tell a call the token limit cut."""
+        self._metadata: dict[str, Any] = {}
         self._joiner: SurrogateJoiner | None = None
         """Set once text may hold surrogates (see `_lenient_loads`)."""
         self.done = False
@@ -502,6 +637,7 @@ class OpenAIStreamParser:
             if delta is not None:
                 deltas.append(delta)
         elif usage and self._finish is not None:
+            metadata_from_wire(obj, self._metadata)  # e.g. a service tier said only here
             self._emit_final(deltas)  # the usage chunk: last before [DONE]
 
     def _lenient_loads(self, data: str | bytes) -> Any:
@@ -552,11 +688,19 @@ class OpenAIStreamParser:
         model = None
         if not self._model_sent:
             model = obj.get("model")
+            metadata_from_wire(obj, self._metadata)
             self._model_sent = True
         elif not (text or reasoning or tool_deltas):
             return None
         if text:
             self._pieces.append(text)
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            entries = logprob_entries(logprobs)
+            if entries:
+                return GenerationDelta(
+                    text, reasoning, tool_deltas, None, None, model, logprobs=entries
+                )
         return GenerationDelta(text, reasoning, tool_deltas, None, None, model)
 
     def _tool_deltas(self, raw_calls: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
@@ -578,6 +722,7 @@ class OpenAIStreamParser:
             arguments = function.get("arguments") or ""
             if not isinstance(arguments, str):
                 arguments = json.dumps(arguments)
+            self._arguments.setdefault(index, []).append(arguments)
             out.append(ToolCallDelta(index, call_id, name, arguments))
         return tuple(out)
 
@@ -588,8 +733,18 @@ class OpenAIStreamParser:
         text = "" if self._joiner is None else self._joiner.flush()  # half a pair, at the end
         if text:
             self._pieces.append(text)
+        finish = self._finish or "stop"
+        if self._arguments:
+            finish = (
+                _cut_tool_call(finish, ["".join(p) for p in self._arguments.values()]) or finish
+            )
         deltas.append(
-            GenerationDelta(text, finish_reason=self._finish or "stop", usage=self._usage)
+            GenerationDelta(
+                text,
+                finish_reason=finish,
+                usage=self._usage,
+                metadata=self._metadata or None,
+            )
         )
 
     def _raise_error(self, data: str) -> None:

@@ -179,7 +179,13 @@ def responses_payload(request: GenerationRequest, *, model: str, stream: bool) -
     """
     options = request.options
     extra = dict(options.extra)
-    n = extra.get("n")
+    n = options.n if options.n is not None else extra.get("n")
+    if options.logprobs or options.top_logprobs is not None:
+        msg = (
+            "logprobs: this package maps them on api='chat' only (the Responses API asks "
+            "for them through `include`); use api='chat'"
+        )
+        raise ConfigurationError(msg)
     if n is not None and n != 1:
         msg = (
             f"n={n!r}: the Responses API returns one answer per request; use api='chat' "

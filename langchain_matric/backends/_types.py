@@ -98,6 +98,12 @@ class GenerationOptions:
     top_p: float | None = None
     stop: Sequence[str] | None = None
     seed: int | None = None
+    n: int | None = None
+    """Choices to generate (the chat and completions APIs; None: not sent, one)."""
+    logprobs: bool | None = None
+    """Ask for the log probability of every output token (None: not sent)."""
+    top_logprobs: int | None = None
+    """Alternatives per token with their log probabilities (None: not sent)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Provider-specific fields, sent as they are (OpenAI body keys, Ollama `options`)."""
 
@@ -127,6 +133,8 @@ class GenerationRequest:
     """Overrides the backend's model for this request."""
     api: Literal["chat", "responses"] | None = None
     """Which API carries a chat request: None is the backend's own choice (`api=`)."""
+    response_headers: bool = False
+    """Put the HTTP response headers (secrets scrubbed) in the answer's `metadata`."""
 
     @classmethod
     def from_prompt(
@@ -161,6 +169,13 @@ class Generation:
     """The decoded response body (or the last stream object), for what we don't map."""
     response_id: str | None = None
     """The Responses API's id of this answer (what `previous_response_id` continues)."""
+    logprobs: list[Any] | None = None
+    """One entry per output token (OpenAI's `logprobs.content`), when asked for."""
+    metadata: dict[str, Any] | None = None
+    """What the server said about the answer besides it, named as in `response_metadata`:
+    `id`, `system_fingerprint`, `service_tier`, `headers` (when asked for)."""
+    alternatives: list[Generation] = field(default_factory=list)
+    """Choices after the first, in order, when `n` > 1 was asked for."""
 
 
 @dataclass(slots=True)
@@ -179,6 +194,10 @@ class GenerationDelta:
     usage: Usage | None = None
     model: str | None = None
     response_id: str | None = None
+    logprobs: list[Any] | None = None
+    """This delta's own logprob entries (each token's entry arrives once)."""
+    metadata: dict[str, Any] | None = None
+    """As `Generation.metadata`, on the last delta only."""
 
 
 _UNDELIVERED = "_matric_undelivered"

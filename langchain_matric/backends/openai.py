@@ -17,7 +17,13 @@ from pydantic import SecretStr
 if TYPE_CHECKING:
     from langchain_matric.backends._capabilities import ProbeReport
 
-from langchain_matric._http import AsyncStreamResponse, Response, StreamResponse, Timeouts
+from langchain_matric._http import (
+    AsyncStreamResponse,
+    Response,
+    StreamResponse,
+    Timeouts,
+    redact_response_headers,
+)
 from langchain_matric.backends import _openai_wire as wire
 from langchain_matric.backends import _responses_wire as responses_wire
 from langchain_matric.backends._http_backend import (
@@ -314,6 +320,8 @@ class OpenAIBackend(HTTPBackend):
                 _hint_chat_api(error)
                 raise
             generation = self._parse(request, response.json(), path)
+            if request.response_headers:
+                _add_headers(generation, response.headers)
             if self._pool is not None:
                 self._pin(body, generation.response_id, response)
             return generation
@@ -332,6 +340,8 @@ class OpenAIBackend(HTTPBackend):
                 _hint_chat_api(error)
                 raise
             generation = self._parse(request, response.json(), path)
+            if request.response_headers:
+                _add_headers(generation, response.headers)
             if self._pool is not None:
                 self._pin(body, generation.response_id, response)
             return generation
@@ -361,7 +371,10 @@ class OpenAIBackend(HTTPBackend):
                     raise
             parser = self._parser_for(request, response)
             try:
-                yield from self._drive(parser, response)
+                if request.response_headers:
+                    yield from _with_headers(self._drive(parser, response), response.headers)
+                else:
+                    yield from self._drive(parser, response)
             except wire.EmptyStreamError:
                 logger.info("%s: empty 200 stream; asking again without streaming", self.base_url)
             else:
@@ -404,6 +417,8 @@ class OpenAIBackend(HTTPBackend):
             parser = self._parser_for(request, response)
             try:
                 async for delta in self._adrive(parser, response):
+                    if request.response_headers and delta.finish_reason is not None:
+                        _put_headers(delta, response.headers)
                     yield delta
             except wire.EmptyStreamError:
                 logger.info("%s: empty 200 stream; asking again without streaming", self.base_url)
@@ -606,3 +621,25 @@ def _token_count(obj: Any) -> int | None:
 def _model_ids(obj: Any) -> list[str]:
     data = obj.get("data") if isinstance(obj, dict) else None
     return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
+
+
+def _add_headers(generation: Generation, headers: Mapping[str, str]) -> None:
+    """`include_response_headers`: the headers, scrubbed, in the answer's metadata."""
+    shown = redact_response_headers(headers)
+    generation.metadata = {**(generation.metadata or {}), "headers": shown}
+    for other in generation.alternatives:
+        other.metadata = {**(other.metadata or {}), "headers": shown}
+
+
+def _put_headers(delta: GenerationDelta, headers: Mapping[str, str]) -> None:
+    delta.metadata = {**(delta.metadata or {}), "headers": redact_response_headers(headers)}
+
+
+def _with_headers(
+    deltas: Iterator[GenerationDelta], headers: Mapping[str, str]
+) -> Iterator[GenerationDelta]:
+    """The stream with the headers on its last delta (only when they were asked for)."""
+    for delta in deltas:
+        if delta.finish_reason is not None:
+            _put_headers(delta, headers)
+        yield delta

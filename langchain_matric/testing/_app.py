@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_matric.testing import _model, _render, _responses
+from langchain_matric.testing._model import Prompt
 from langchain_matric.testing._types import Fault, RecordedRequest, Reply, ServerOptions
 from langchain_matric.testing._wire import Step, Style, stream_steps, with_pings
 
@@ -218,11 +219,45 @@ class App:
             and isinstance(options, dict)
             and bool(options.get("include_usage"))
         )
+        extras = None
+        if not ollama:
+            asked = body.get("n")
+            n = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else 1
+            max_n = self.options.max_n
+            if max_n is not None and n > max_n:
+                said = (
+                    "Only one completion choice is allowed"
+                    if max_n == 1
+                    else f"n must be at most {max_n}"
+                )
+                return _error(request.path, 400, said)
         reply = self._next_reply()
         style = Style.resolve(self.options, reply)
+        if not ollama:
+            logprobs = body.get("logprobs")
+            top = body.get("top_logprobs")
+            if not chat and isinstance(logprobs, int) and not isinstance(logprobs, bool):
+                logprobs, top = True, logprobs  # `/completions`: the count in `logprobs`
+            shared = self._shared_words(prompt)
+            cached = reply.cached_tokens if reply is not None else None
+            extras = _render.Extras(
+                n=n,
+                logprobs=bool(logprobs),
+                top_logprobs=top if isinstance(top, int) else 0,
+                cached_tokens=cached if cached is not None else shared,
+                service_tier=self.options.service_tier,
+            )
         cache_key: tuple[Any, ...] | None = None
         if reply is not None and reply is self.options.default_reply and fault is None:
-            cache_key = (id(reply), request.path, stream, include_usage, prompt.model, style)
+            cache_key = (
+                id(reply),
+                request.path,
+                stream,
+                include_usage,
+                prompt.model,
+                style,
+                extras,
+            )
             hit = self._cache.get(cache_key)
             if hit is not None and hit[0] is reply:
                 return hit[1]
@@ -231,7 +266,7 @@ class App:
         else:
             answer = _model.answer(prompt, reasoning=self.options.reasoning)
         rid = f"{next(self._ids):x}"
-        kwargs = {} if ollama else {"include_usage": include_usage}
+        kwargs = {} if ollama else {"include_usage": include_usage, "extras": extras}
         renderer = renderer_cls(answer, style, rid, **kwargs)
         kind = fault.kind if fault is not None else None
         if not stream or kind == "non_streaming":
@@ -246,6 +281,21 @@ class App:
                 self._cache.clear()
             self._cache[cache_key] = (reply, response)  # type: ignore[assignment]
         return response
+
+    def _shared_words(self, prompt: Prompt) -> int:
+        """Words this prompt shares, from its start, with the previous request's prompt.
+
+        What a prefix cache would have kept: reported as cached input tokens.
+        """
+        words = " ".join(text for _, text in prompt.messages).split()
+        with self.lock:
+            shared = 0
+            for mine, theirs in zip(words, self._last_words, strict=False):
+                if mine != theirs:
+                    break
+                shared += 1
+            self._last_words = words
+        return min(shared, max(0, len(words) - 1))
 
     def _openai_responses(self, request: RecordedRequest, fault: Fault | None) -> Response:
         body: dict[str, Any] = request.json
@@ -262,14 +312,7 @@ class App:
             answer = _model.answer_from_reply(reply, prompt)
         else:
             answer = _model.answer(prompt, reasoning=self.options.reasoning)
-        words = " ".join(text for _, text in prompt.messages).split()
-        with self.lock:
-            shared = 0
-            for mine, theirs in zip(words, self._last_words, strict=False):
-                if mine != theirs:
-                    break
-                shared += 1
-            self._last_words = words
+        shared = self._shared_words(prompt)
         cached = reply.cached_tokens if reply is not None else None
         if cached is None:
             cached = min(shared, max(0, answer.prompt_tokens - 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,16 +50,50 @@ def _error_event(fault: Fault, style: Style, *, sse_stream: bool) -> bytes:
     return ollama_error(message) + style.ndjson_eol
 
 
-def _usage(answer: Answer) -> dict[str, Any]:
+def _usage(answer: Answer, extras: Extras | None = None) -> dict[str, Any]:
     usage: dict[str, Any] = {
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens,
         "total_tokens": answer.prompt_tokens + answer.completion_tokens,
     }
+    if extras is not None and extras.cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": extras.cached_tokens}
     if answer.reasoning:
         words = len("".join(answer.reasoning).split())
         usage["completion_tokens_details"] = {"reasoning_tokens": words}
     return usage
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """What an OpenAI request asked for beyond the answer: choices, logprobs, cache hits."""
+
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    cached_tokens: int = 0
+    service_tier: str | None = None
+
+
+_ALTERNATIVES = (" the", " a", " and", " of", " to")
+
+
+def logprob_entry(token: str, position: int, top: int) -> dict[str, Any]:
+    """A deterministic chat `logprobs.content` entry for one output token (a word piece).
+
+    Example:
+        >>> logprob_entry(" hi", 0, 1)["logprob"], logprob_entry(" hi", 0, 1)["top_logprobs"][0]
+        (-0.1, {'token': ' hi', 'logprob': -0.1, 'bytes': [32, 104, 105]})
+    """
+    value = -round(0.1 * (1 + position % 5), 1)
+    entry: dict[str, Any] = {"token": token, "logprob": value, "bytes": list(token.encode())}
+    tops = [{"token": token, "logprob": value, "bytes": entry["bytes"]}]
+    for k, alt in enumerate(_ALTERNATIVES[: max(0, top - 1)]):
+        tops.append(
+            {"token": alt, "logprob": round(value - 1.0 - k, 1), "bytes": list(alt.encode())}
+        )
+    entry["top_logprobs"] = tops[:top]
+    return entry
 
 
 class _Base:
@@ -68,12 +103,19 @@ class _Base:
     stream_content_type = "text/event-stream; charset=utf-8"
 
     def __init__(
-        self, answer: Answer, style: Style, request_id: str, *, include_usage: bool = False
+        self,
+        answer: Answer,
+        style: Style,
+        request_id: str,
+        *,
+        include_usage: bool = False,
+        extras: Extras | None = None,
     ) -> None:
         self.answer = answer
         self.style = style
         self.request_id = request_id
         self.include_usage = include_usage
+        self.extras = extras or Extras()
         self.created = int(time.time())
 
     def terminator(self) -> bytes | None:
@@ -89,10 +131,18 @@ class OpenAIChat(_Base):
     """``/v1/chat/completions``."""
 
     def _prefix(self, obj: str) -> bytes:
+        tier = self.extras.service_tier
         return (
             f'{{"id":"chatcmpl-{self.request_id}","object":"{obj}","created":{self.created},'
             f'"model":{json.dumps(self.answer.model)},"system_fingerprint":"{_FINGERPRINT}",'
+            + (f'"service_tier":{json.dumps(tier)},' if tier is not None else "")
         ).encode()
+
+    def _logprobs(self, pieces: list[str]) -> dict[str, Any] | None:
+        extras = self.extras
+        if not extras.logprobs:
+            return None
+        return {"content": [logprob_entry(p, i, extras.top_logprobs) for i, p in enumerate(pieces)]}
 
     def events(self) -> list[bytes]:
         """One SSE event per delta."""
@@ -107,17 +157,38 @@ class OpenAIChat(_Base):
 
         events = [chunk({"role": "assistant", "content": ""})]
         events.extend(chunk({style.reasoning_field: piece}) for piece in answer.reasoning)
-        events.extend(chunk({"content": piece}) for piece in answer.text)
+        if self.extras.logprobs:
+            events.extend(self._logprob_chunk(0, i, piece) for i, piece in enumerate(answer.text))
+        else:
+            events.extend(chunk({"content": piece}) for piece in answer.text)
         for index, call in enumerate(answer.tool_calls):
             events.extend(chunk({"tool_calls": [d]}) for d in self._call_deltas(index, call))
         finish = dumps(answer.finish_reason)
         last = head + b'{},"logprobs":null,"finish_reason":' + finish + b"}]"
         last += b',"usage":null}' if self.include_usage else b"}"
         events.append(sse(last, eol))
+        for choice in range(1, self.extras.n):  # the other choices after the first, in order
+            events.extend(self._logprob_chunk(choice, i, p) for i, p in enumerate(answer.text))
+            other = self._choice_chunk(choice, {}, None, answer.finish_reason)
+            events.append(other)
         if self.include_usage:
             usage = self._prefix("chat.completion.chunk") + b'"choices":[],"usage":'
-            events.append(sse(usage + dumps(_usage(answer)) + b"}", eol))
+            events.append(sse(usage + dumps(_usage(answer, self.extras)) + b"}", eol))
         return events
+
+    def _choice_chunk(
+        self, choice: int, delta: dict[str, Any], logprobs: Any, finish: str | None
+    ) -> bytes:
+        body = {"index": choice, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        head = self._prefix("chat.completion.chunk") + b'"choices":['
+        tail = b'],"usage":null}' if self.include_usage else b"]}"
+        return sse(head + dumps(body) + tail, self.style.eol)
+
+    def _logprob_chunk(self, choice: int, position: int, piece: str) -> bytes:
+        logprobs = None
+        if self.extras.logprobs:
+            logprobs = {"content": [logprob_entry(piece, position, self.extras.top_logprobs)]}
+        return self._choice_chunk(choice, {"content": piece}, logprobs, None)
 
     def _call_deltas(self, index: int, call: Call) -> list[dict[str, Any]]:
         args = call.arguments
@@ -153,21 +224,42 @@ class OpenAIChat(_Base):
                  "function": {"name": c.name, "arguments": c.arguments}}
                 for c in answer.tool_calls
             ]  # fmt: skip
-        choice = {"index": 0, "message": message, "logprobs": None,
-                  "finish_reason": answer.finish_reason}  # fmt: skip
-        rest = {"choices": [choice], "usage": _usage(answer)}
+        logprobs = self._logprobs(answer.text)
+        choices = [
+            {"index": i, "message": message, "logprobs": logprobs,
+             "finish_reason": answer.finish_reason}
+            for i in range(self.extras.n)
+        ]  # fmt: skip
+        rest = {"choices": choices, "usage": _usage(answer, self.extras)}
         return self._prefix("chat.completion") + dumps(rest)[1:]
 
 
 class OpenAICompletion(_Base):
     """``/v1/completions`` (text completions; reasoning and tool calls are not sent)."""
 
-    def _chunk(self, text: str, finish: str | None) -> bytes:
+    def _legacy_logprobs(self, pieces: list[str], start: int = 0) -> dict[str, Any] | None:
+        if not self.extras.logprobs:
+            return None
+        entries = [
+            logprob_entry(p, start + i, self.extras.top_logprobs) for i, p in enumerate(pieces)
+        ]
+        return {
+            "tokens": pieces,
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [
+                {t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries
+            ],
+            "text_offset": [sum(map(len, pieces[:i])) for i in range(len(pieces))],
+        }
+
+    def _chunk(self, text: str, finish: str | None, position: int = 0, index: int = 0) -> bytes:
+        logprobs = self._legacy_logprobs([text], position) if text else None
         body = {
             "id": f"cmpl-{self.request_id}", "object": "text_completion",
             "created": self.created, "model": self.answer.model,
             "system_fingerprint": _FINGERPRINT,
-            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"text": text, "index": index, "logprobs": logprobs,
+                         "finish_reason": finish}],
         }  # fmt: skip
         if self.include_usage:
             body["usage"] = None
@@ -175,13 +267,15 @@ class OpenAICompletion(_Base):
 
     def events(self) -> list[bytes]:
         """One SSE event per text piece, a finish chunk, the usage chunk if asked."""
-        events = [self._chunk(piece, None) for piece in self.answer.text]
-        events.append(self._chunk("", self.answer.finish_reason))
+        events: list[bytes] = []
+        for choice in range(self.extras.n):
+            events.extend(self._chunk(p, None, i, choice) for i, p in enumerate(self.answer.text))
+            events.append(self._chunk("", self.answer.finish_reason, 0, choice))
         if self.include_usage:
             body = {
                 "id": f"cmpl-{self.request_id}", "object": "text_completion",
                 "created": self.created, "model": self.answer.model,
-                "choices": [], "usage": _usage(self.answer),
+                "choices": [], "usage": _usage(self.answer, self.extras),
             }  # fmt: skip
             events.append(sse(dumps(body), self.style.eol))
         return events
@@ -196,9 +290,10 @@ class OpenAICompletion(_Base):
         return dumps({
             "id": f"cmpl-{self.request_id}", "object": "text_completion",
             "created": self.created, "model": answer.model, "system_fingerprint": _FINGERPRINT,
-            "choices": [{"text": "".join(answer.text), "index": 0, "logprobs": None,
-                         "finish_reason": answer.finish_reason}],
-            "usage": _usage(answer),
+            "choices": [{"text": "".join(answer.text), "index": i,
+                         "logprobs": self._legacy_logprobs(answer.text),
+                         "finish_reason": answer.finish_reason} for i in range(self.extras.n)],
+            "usage": _usage(answer, self.extras),
         })  # fmt: skip
 
 

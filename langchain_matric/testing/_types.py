@@ -97,8 +97,8 @@ class Reply:
     repeat_tool_call_ids: bool | None = None
     responses_shape: ResponsesShape | None = None
     cached_tokens: int | None = None
-    """Responses API: input tokens reported as served from the prompt cache (None: the
-    prompt's words shared with the previous Responses request)."""
+    """Input tokens reported as served from the prompt cache (None: the prompt's words
+    shared with the previous request's, on `/v1/responses` and `/v1/chat/completions`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +278,11 @@ class ServerOptions:
     responses_shape: ResponsesShape = "openai"
     """How ``/v1/responses`` streams look: "openai", "vllm" or "llamacpp" (no
     ``output_index``, function calls known by ``call_id`` only)."""
+    max_n: int | None = None
+    """Answer 400 to a chat or completion request asking for more than this many choices
+    (``n``); llama.cpp's server takes 1. None: any ``n``."""
+    service_tier: str | None = "default"
+    """``service_tier`` of OpenAI answers (None: not sent)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,9 +196,19 @@ def test_options_from_fields_and_call_kwargs() -> None:
         top_p=0.9,
         seed=1,
         stop=["A", "B"],
-        model_kwargs={"presence_penalty": 0.5, "logprobs": True},
+        model_kwargs={"presence_penalty": 0.5, "frequency_penalty": 1.0},
+        logprobs=True,
+        n=2,
     )
-    kwargs = {"temperature": 0.7, "model": "m2", "logprobs": False, "stream": True, "top_k": 3}
+    kwargs = {
+        "temperature": 0.7,
+        "model": "m2",
+        "frequency_penalty": 0.0,
+        "logprobs": False,
+        "top_logprobs": 3,
+        "stream": True,
+        "top_k": 3,
+    }
     options, model = llm._options(["B", "C"], kwargs)
     assert model == "m2"
     assert options.temperature == 0.7
@@ -206,7 +216,8 @@ def test_options_from_fields_and_call_kwargs() -> None:
     assert options.top_p == 0.9
     assert options.seed == 1
     assert options.stop == ["A", "B", "C"]
-    assert options.extra == {"presence_penalty": 0.5, "logprobs": False, "top_k": 3}
+    assert (options.n, options.logprobs, options.top_logprobs) == (2, False, 3)
+    assert options.extra == {"presence_penalty": 0.5, "frequency_penalty": 0.0, "top_k": 3}
     assert kwargs["top_k"] == 3  # read, not consumed
 
 
