@@ -126,16 +126,19 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def redact_response_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Response headers to show a caller: auth-like values and cookies as `***`.
 
-    Rate-limit headers stay readable although their names say "tokens".
+    Names in lower case (both transports alike); rate-limit headers stay readable
+    although their names say "tokens".
 
     Example:
         >>> redact_response_headers({"Set-Cookie": "s=1", "x-ratelimit-remaining-tokens": "9"})
-        {'Set-Cookie': '***', 'x-ratelimit-remaining-tokens': '9'}
+        {'set-cookie': '***', 'x-ratelimit-remaining-tokens': '9'}
     """
-    return {
-        k: REDACTED if is_secret_header(k) and not k.lower().startswith("x-ratelimit-") else v
-        for k, v in headers.items()
-    }
+    shown = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        secret = is_secret_header(lower) and not lower.startswith("x-ratelimit-")
+        shown[lower] = REDACTED if secret else value
+    return shown
 
 
 def _check_seconds(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:

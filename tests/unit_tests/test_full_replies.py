@@ -307,8 +307,8 @@ def test_response_headers_are_scrubbed_but_rate_limits_stay() -> None:
         }
     )
     assert shown == {
-        "Set-Cookie": "***",
-        "Authorization": "***",
+        "set-cookie": "***",
+        "authorization": "***",
         "api-key": "***",
         "x-ratelimit-remaining-tokens": "99",
         "x-request-id": "req_1",
