@@ -366,7 +366,8 @@ class MatricGenerationBase(MatricBase):
     n: int | None = None
     """Choices per prompt (the chat and completions APIs): `n` generations in the result.
     None: not sent. A server that takes no `n` answers with its own error
-    (`BadRequestError`); `api="responses"` and Ollama's native API refuse `n` > 1."""
+    (`BadRequestError`); `api="responses"` and Ollama's native API refuse `n` > 1. A
+    stream (one message) carries the first choice."""
 
     logprobs: bool | None = None
     """Ask for each output token's log probability: `response_metadata["logprobs"]` is

@@ -54,6 +54,13 @@ class MatricLLM(MatricGenerationBase, LLM):
             Maximum tokens to generate.
         top_p, seed: float | None, int | None
             Nucleus sampling and seed.
+        n: int | None
+            Choices per prompt: n generations (chat and completions APIs).
+        logprobs, top_logprobs: bool | None, int | None
+            Log probabilities of the output tokens (and alternatives), as ChatOpenAI
+            returns them.
+        include_response_headers: bool
+            Response headers (secrets scrubbed) in the metadata.
         stop: list[str] | None
             Stop sequences, merged with each call's; enforced client-side when a
             server ignores them.

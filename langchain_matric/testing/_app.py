@@ -219,34 +219,11 @@ class App:
             and isinstance(options, dict)
             and bool(options.get("include_usage"))
         )
-        extras = None
-        if not ollama:
-            asked = body.get("n")
-            n = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else 1
-            max_n = self.options.max_n
-            if max_n is not None and n > max_n:
-                said = (
-                    "Only one completion choice is allowed"
-                    if max_n == 1
-                    else f"n must be at most {max_n}"
-                )
-                return _error(request.path, 400, said)
+        if not ollama and (refused := self._refuse_n(request.path, body)) is not None:
+            return refused
         reply = self._next_reply()
         style = Style.resolve(self.options, reply)
-        if not ollama:
-            logprobs = body.get("logprobs")
-            top = body.get("top_logprobs")
-            if not chat and isinstance(logprobs, int) and not isinstance(logprobs, bool):
-                logprobs, top = True, logprobs  # `/completions`: the count in `logprobs`
-            shared = self._shared_words(prompt)
-            cached = reply.cached_tokens if reply is not None else None
-            extras = _render.Extras(
-                n=n,
-                logprobs=bool(logprobs),
-                top_logprobs=top if isinstance(top, int) else 0,
-                cached_tokens=cached if cached is not None else shared,
-                service_tier=self.options.service_tier,
-            )
+        extras = None if ollama else self._extras(body, prompt, reply, chat=chat)
         cache_key: tuple[Any, ...] | None = None
         if reply is not None and reply is self.options.default_reply and fault is None:
             cache_key = (
@@ -281,6 +258,33 @@ class App:
                 self._cache.clear()
             self._cache[cache_key] = (reply, response)  # type: ignore[assignment]
         return response
+
+    def _refuse_n(self, path: str, body: dict[str, Any]) -> Response | None:
+        """The 400 of a server that takes fewer choices than asked (`ServerOptions.max_n`)."""
+        max_n = self.options.max_n
+        if max_n is None or _choices(body) <= max_n:
+            return None
+        said = "Only one completion choice is allowed" if max_n == 1 else f"n must be <= {max_n}"
+        return _error(path, 400, said)
+
+    def _extras(
+        self, body: dict[str, Any], prompt: Prompt, reply: Reply | None, *, chat: bool
+    ) -> _render.Extras:
+        """Choices, logprobs, cached tokens and tier of an OpenAI chat or completion answer."""
+        logprobs = body.get("logprobs")
+        top = body.get("top_logprobs")
+        if not chat and isinstance(logprobs, int) and not isinstance(logprobs, bool):
+            logprobs, top = True, logprobs  # `/completions`: the count in `logprobs`
+        cached = reply.cached_tokens if reply is not None else None
+        if cached is None and reply is not None and reply is self.options.default_reply:
+            cached = 0  # pre-built and served again: nothing that depends on the last request
+        return _render.Extras(
+            n=_choices(body),
+            logprobs=bool(logprobs),
+            top_logprobs=top if isinstance(top, int) else 0,
+            cached_tokens=self._shared_words(prompt) if cached is None else cached,
+            service_tier=self.options.service_tier,
+        )
 
     def _shared_words(self, prompt: Prompt) -> int:
         """Words this prompt shares, from its start, with the previous request's prompt.
@@ -454,6 +458,12 @@ class App:
 
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def _choices(body: dict[str, Any]) -> int:
+    """The `n` a request asks for (1 when absent or not a positive integer)."""
+    asked = body.get("n")
+    return asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else 1
 
 
 def _json(value: Any, fault: Fault | None) -> Response:

@@ -98,7 +98,8 @@ class Reply:
     responses_shape: ResponsesShape | None = None
     cached_tokens: int | None = None
     """Input tokens reported as served from the prompt cache (None: the prompt's words
-    shared with the previous request's, on `/v1/responses` and `/v1/chat/completions`)."""
+    shared with the previous request's, on `/v1/responses` and `/v1/chat/completions`;
+    0 for `ServerOptions.default_reply` on the chat API, whose answers are pre-built)."""
 
 
 @dataclass(frozen=True, slots=True)
