@@ -1064,3 +1064,62 @@ def test_api_key_strict_models_and_context(server: LocalServer) -> None:
     r = chat(server)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+# -- full replies: n, logprobs, cached tokens, tier -------------------------------------
+
+
+def test_n_choices_whole_and_streamed(server: LocalServer) -> None:
+    choices = chat(server, n=3).json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    chunks = stream_chunks(server, n=2)
+    by_index: dict[int, str] = {}
+    finishes = []
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            piece = choice["delta"].get("content") or ""
+            by_index[choice["index"]] = by_index.get(choice["index"], "") + piece
+            if choice["finish_reason"]:
+                finishes.append(choice["index"])
+    assert by_index[0] == by_index[1] != ""
+    assert finishes == [0, 1]
+
+
+def test_max_n_refuses_like_llama_server(server: LocalServer) -> None:
+    server.options.max_n = 1
+    refused = chat(server, n=2)
+    assert refused.status_code == 400
+    assert "Only one completion choice is allowed" in refused.text
+    assert chat(server, n=1).status_code == 200
+
+
+def test_logprobs_one_deterministic_entry_per_word(server: LocalServer) -> None:
+    whole = chat(server, logprobs=True, top_logprobs=3).json()["choices"][0]["logprobs"]
+    again = chat(server, logprobs=True, top_logprobs=3).json()["choices"][0]["logprobs"]
+    assert whole == again
+    assert [len(e["top_logprobs"]) for e in whole["content"]] == [3] * len(whole["content"])
+    streamed = [
+        e
+        for c in stream_chunks(server, logprobs=True, top_logprobs=3)
+        for choice in c["choices"]
+        for e in (choice["logprobs"] or {}).get("content", [])
+    ]
+    assert streamed == whole["content"]
+    assert chat(server).json()["choices"][0]["logprobs"] is None
+
+
+def test_cached_tokens_and_tier_on_the_chat_api(server: LocalServer) -> None:
+    def ask(text: str) -> dict[str, Any]:
+        messages = [{"role": "user", "content": text}]
+        answer: dict[str, Any] = chat(server, messages=messages).json()
+        return answer
+
+    first = ask("one two three four")
+    assert "prompt_tokens_details" not in first["usage"]
+    assert first["service_tier"] == "default"
+    second = ask("one two three five")
+    assert second["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+    server.script(Reply(text="x", cached_tokens=7))
+    assert ask("other")["usage"]["prompt_tokens_details"] == {"cached_tokens": 7}
+    server.options.service_tier = None
+    assert "service_tier" not in ask("x")
