@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from langchain_matric._json import fast_loads, loads, text_of
 from langchain_matric._text import SurrogateJoiner, mend
@@ -283,6 +283,31 @@ def _cut_tool_call(finish: str | None, arguments: Sequence[str]) -> str | None:
     if finish == "tool_calls" and any(unterminated_json(a) for a in arguments):
         return "length"
     return finish
+
+
+class _Partial(Protocol):
+    @property
+    def partial(self) -> str: ...
+
+
+def event_json(data: str | bytes, url: str, stream: _Partial) -> Any:
+    """An event's JSON by the lenient parser (`_json.loads`), for what orjson refused.
+
+    Invalid JSON is a `StreamError` quoting the line (first 200 characters) with the
+    stream's text so far, read only then.
+
+    Example:
+        >>> class Stream:
+        ...     partial = "Hel"
+        >>> event_json(b'{"x": NaN}', "http://h/v1/chat/completions", Stream())
+        {'x': nan}
+    """
+    try:
+        return loads(data)
+    except ValueError:
+        line = text_of(data)[:200]
+        msg = f"invalid JSON in a data line from {url}: {line!r}"
+        raise StreamError(msg, partial=stream.partial, line=line) from None
 
 
 def raise_body_error(obj: Any, url: str, *, partial: str = "") -> None:
@@ -646,12 +671,7 @@ class OpenAIStreamParser:
         Text parsed here may hold half a surrogate pair, the other half in the next event:
         from now on, this stream's text is joined and mended (`_text`).
         """
-        try:
-            obj = loads(data)
-        except ValueError:
-            line = text_of(data)[:200]
-            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
-            raise StreamError(msg, partial=self.partial, line=line) from None
+        obj = event_json(data, self._url, self)
         if self._joiner is None:
             self._joiner = SurrogateJoiner()
             self._choice_delta = self._joined_choice_delta  # type: ignore[method-assign]

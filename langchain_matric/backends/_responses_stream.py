@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from langchain_matric._json import fast_loads, loads, text_of
+from langchain_matric._json import fast_loads, text_of
 from langchain_matric._text import SurrogateJoiner, mend
+from langchain_matric.backends._openai_wire import event_json
 from langchain_matric.backends._responses_wire import (
     finish_reason_of,
     parse_responses_response,
@@ -201,12 +202,7 @@ class ResponsesStreamParser:
         Text parsed here may hold half a surrogate pair, the other half in the next event:
         from now on, this stream's text is joined and mended (`_text`).
         """
-        try:
-            obj = loads(data)
-        except ValueError:
-            line = text_of(data)[:200]
-            msg = f"invalid JSON in a data line from {self._url}: {line!r}"
-            raise StreamError(msg, partial=self.partial, line=line) from None
+        obj = event_json(data, self._url, self)
         if self._joiner is None:
             self._joiner = SurrogateJoiner()
         return obj
