@@ -319,12 +319,7 @@ class OpenAIBackend(HTTPBackend):
             except BackendHTTPError as error:
                 _hint_chat_api(error)
                 raise
-            generation = self._parse(request, response.json(), path)
-            if request.response_headers:
-                _add_headers(generation, response.headers)
-            if self._pool is not None:
-                self._pin(body, generation.response_id, response)
-            return generation
+            return self._answer(request, response, path, body)
 
     async def _agenerate(self, request: GenerationRequest) -> Generation:
         await self._aready()
@@ -339,12 +334,18 @@ class OpenAIBackend(HTTPBackend):
             except BackendHTTPError as error:
                 _hint_chat_api(error)
                 raise
-            generation = self._parse(request, response.json(), path)
-            if request.response_headers:
-                _add_headers(generation, response.headers)
-            if self._pool is not None:
-                self._pin(body, generation.response_id, response)
-            return generation
+            return self._answer(request, response, path, body)
+
+    def _answer(
+        self, request: GenerationRequest, response: Response, path: str, body: dict[str, Any]
+    ) -> Generation:
+        """The `Generation` of a whole answer: parsed, headers kept if asked, its id pinned."""
+        generation = self._parse(request, response.json(), path)
+        if request.response_headers:
+            _add_headers(generation, response.headers)
+        if self._pool is not None:
+            self._pin(body, generation.response_id, response)
+        return generation
 
     def generate_stream(
         self, request: GenerationRequest | str, *, options: GenerationOptions | None = None
