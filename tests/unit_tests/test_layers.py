@@ -15,7 +15,6 @@ PACKAGE = "langchain_matric"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # `ray` (planned) goes on top too.
     (
         "commands and test tools",
         ("cli", "__main__", "_demo", "_probe", "testing", "testing.*", "ray", "ray.*"),

@@ -1,0 +1,55 @@
+"""The LangChain classes, marking when an actor closed them (for tests/integration_tests/test_ray.py).
+
+Ray pickles the model into each actor; these subclasses pickle by reference (this module,
+on the actors' PYTHONPATH) and, once `aclose` has closed the async sessions, write a
+file (so does `close`, what an actor that never ran a batch calls) into the directory
+named by `MARKS_ENV`: proof that the actor closed its clients
+on its own loop, which no log line gives reliably at an actor's exit.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from langchain_matric import ChatMatric, MatricEmbeddings, MatricLLM
+
+MARKS_ENV = "LANGCHAIN_MATRIC_TEST_CLOSE_MARKS"
+
+
+def _mark(model: str | None) -> None:
+    """A file named after the model (each test uses its own name)."""
+    directory = os.environ.get(MARKS_ENV)
+    if directory:
+        (Path(directory) / f"{model}.{os.getpid()}.{uuid.uuid4().hex}").write_text("closed")
+
+
+class ClosingEmbeddings(MatricEmbeddings):
+    def close(self) -> None:  # an actor that never got a batch opened no async session
+        super().close()
+        _mark(self.model)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        _mark(self.model)
+
+
+class ClosingChat(ChatMatric):
+    def close(self) -> None:  # an actor that never got a batch opened no async session
+        super().close()
+        _mark(self.model)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        _mark(self.model)
+
+
+class ClosingLLM(MatricLLM):
+    def close(self) -> None:  # an actor that never got a batch opened no async session
+        super().close()
+        _mark(self.model)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        _mark(self.model)
