@@ -17,6 +17,11 @@ from langchain_matric import ChatMatric, MatricEmbeddings, MatricLLM
 
 MARKS_ENV = "LANGCHAIN_MATRIC_TEST_CLOSE_MARKS"
 
+RAY_NOISE = r"ignore::DeprecationWarning:ray\.data\.context"
+"""A warnings filter for Ray's own noise, nothing of ours: Ray Data 2.60's DataContext
+warns about its own deprecated settings (`use_push_based_shuffle`, `use_polars`, ...)
+whenever it is copied."""
+
 
 def _mark(model: str | None) -> None:
     """A file named after the model (each test uses its own name)."""

@@ -34,6 +34,7 @@ np = pytest.importorskip("numpy")
 from langchain_matric.ray import embed, generate  # noqa: E402
 from tests.integration_tests._ray_models import (  # noqa: E402
     MARKS_ENV,
+    RAY_NOISE,
     ClosingChat,
     ClosingEmbeddings,
     ClosingLLM,
@@ -41,9 +42,7 @@ from tests.integration_tests._ray_models import (  # noqa: E402
 
 pytestmark = [
     pytest.mark.allow_hosts(["127.0.0.1", "::1"]),
-    # Ray's own noise on this driver, nothing of ours: its bundled protobuf/grpc and
-    # pyarrow stubs (DeprecationWarning from their modules only).
-    pytest.mark.filterwarnings(r"ignore::DeprecationWarning:ray\..*"),
+    pytest.mark.filterwarnings(RAY_NOISE),
 ]
 
 ROOT = Path(__file__).resolve().parents[2]

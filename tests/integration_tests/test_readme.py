@@ -44,6 +44,7 @@ import pytest
 
 from langchain_matric.backends import OpenAIBackend
 from langchain_matric.testing import LocalServer, RecordedRequest
+from tests.integration_tests._ray_models import RAY_NOISE
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 
@@ -75,6 +76,7 @@ EXTRAS = {
     "examples": ("numpy", "tqdm"),
     "bench": ("httpx_sse", "langchain_openai", "langchain_ollama", "psutil"),
     "live": ("llama_cpp", "gguf"),
+    "ray": ("ray",),
 }
 """Extras a ``needs=`` marker may name -> the modules that show they are installed."""
 
@@ -314,6 +316,7 @@ def _run(chain: list[Block], sources: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+@pytest.mark.filterwarnings(RAY_NOISE)  # the Ray Data example (needs=ray)
 def test_block(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     chain = block.chain()
     markers = {m for b in chain for m in b.markers}
