@@ -5,11 +5,11 @@ pickle), so every actor has its own copy of the model and its own connection poo
 Data runs an ``async def __call__`` on an event loop of the actor's own (a thread it
 starts); the first call remembers that loop, and `close` closes the model's async
 sessions on it, as aiohttp requires, when the actor exits: Ray 2.60 calls the worker's
-``__ray_shutdown__`` on a graceful exit, which drops the class's instance, so
-``__del__`` runs, unless a reference cycle keeps it (a failed request's traceback can);
-the interpreter's exit then runs `close` (``atexit``), the loop's thread still running.
-``__ray_shutdown__`` here does the same, should Ray call it on the class one day.
-Without this, aiohttp prints "Unclosed client session" from the actor.
+``__ray_shutdown__`` on a graceful exit, which drops its reference to the instance, and
+the process exits; `close` runs then from ``atexit`` (registered in ``__init__``; the
+loop's thread still runs at that point). ``__ray_shutdown__`` and ``__del__`` call it too,
+should Ray call the first on the class one day or drop the instance earlier (``atexit``
+forgets it on `close`). Without this, aiohttp prints "Unclosed client session" from the actor.
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ class _ClientUDF:
         self._semaphore = asyncio.Semaphore(columns.max_concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        # Also at the actor's exit: `__del__` waits for the cycle collector when a
-        # reference cycle holds the instance (a failed request's traceback can).
+        # The actor's exit closes the clients (see the module's docstring).
         atexit.register(self.close)
 
     async def _request(self, call: Callable[[], Awaitable[T]]) -> T:
