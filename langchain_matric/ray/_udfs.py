@@ -61,14 +61,36 @@ class _ClientUDF:
         self._hold_until = 0.0  # loop time before which no request goes (Retry-After)
         self._semaphore = asyncio.Semaphore(columns.max_concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._first = asyncio.Lock()
+        self._warm = False
         self._closed = False
         # The actor's exit closes the clients (see the module's docstring).
         atexit.register(self.close)
 
     async def _request(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One request under the semaphore, the rate cap and any `Retry-After` hold."""
+        """One request under the semaphore, the rate cap and any `Retry-After` hold.
+
+        The actor's first request goes alone: it builds the client (imports, session,
+        connection), which can take a second on a busy machine; requests paced while
+        it did would all go at once when it is done, above the rate cap. The next one
+        then waits a full interval from its end: when its own request reached the server
+        is not known.
+        """
+        self._loop = asyncio.get_running_loop()
+        if not self._warm:
+            async with self._first:
+                if not self._warm:
+                    try:
+                        return await self._paced(call)
+                    finally:
+                        self._warm = True
+                        if self._bucket is not None:
+                            now = self._loop.time()
+                            self._bucket.hold(until=now + 1 / self._bucket.rate)
+        return await self._paced(call)
+
+    async def _paced(self, call: Callable[[], Awaitable[T]]) -> T:
         loop = asyncio.get_running_loop()
-        self._loop = loop
         async with self._semaphore:
             wait = self._hold_until - loop.time()
             if self._bucket is not None:
