@@ -55,6 +55,7 @@ __all__ = [
     "ServerError",
     "StreamError",
     "StreamTimeoutError",
+    "after_data",
     "error_from_response",
 ]
 
