@@ -41,6 +41,7 @@ __all__ = [
     "PROVIDER",
     "generation_to_message",
     "parse_tool_calls",
+    "reasoning_of",
     "to_chat_messages",
     "tool_call_chunks",
     "usage_metadata",
@@ -79,12 +80,17 @@ _SKIPPED_AI_BLOCKS = frozenset(
 # -- inbound -------------------------------------------------------------------------
 
 
-def to_chat_messages(messages: Sequence[BaseMessage]) -> list[ChatMessage]:
+def to_chat_messages(
+    messages: Sequence[BaseMessage], *, reasoning: bool = False
+) -> list[ChatMessage]:
     """Convert a LangChain conversation to backend messages.
 
     Tool messages without a `name` take the tool's name from the assistant call with
     the same id (Ollama's native API needs it). Assistant messages always carry a
-    string `content` (`""` with tool calls, never null).
+    string `content` (`""` with tool calls, never null). With `reasoning=True` an AI
+    message's reasoning (`additional_kwargs["reasoning_content"]`, else its reasoning or
+    thinking content blocks) rides along in `ChatMessage.reasoning`; otherwise it is
+    dropped.
 
     Example:
         >>> from langchain_core.messages import HumanMessage, SystemMessage
@@ -99,7 +105,12 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[ChatMessage]:
             text, _ = _content_parts(message.content, role)
             calls = _assistant_tool_calls(message, len(tool_names))
             tool_names.update((call.id, call.name) for call in calls)
-            out.append(ChatMessage("assistant", text, tool_calls=calls, name=message.name))
+            thought = reasoning_of(message) if reasoning else None
+            out.append(
+                ChatMessage(
+                    "assistant", text, tool_calls=calls, name=message.name, reasoning=thought
+                )
+            )
         elif role == "tool":
             text, images = _content_parts(message.content, role)
             call_id = str(getattr(message, "tool_call_id", "") or "")
@@ -109,6 +120,36 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[ChatMessage]:
             text, images = _content_parts(message.content, role)
             out.append(ChatMessage(role, text, name=message.name, images=images))
     return out
+
+
+def reasoning_of(message: BaseMessage) -> str | None:
+    """An AI message's reasoning, None if it has none.
+
+    `additional_kwargs["reasoning_content"]` (as `ChatMatric` stores it), else the text of
+    its `reasoning` / `thinking` content blocks.
+
+    Example:
+        >>> reasoning_of(AIMessage("4", additional_kwargs={"reasoning_content": "2+2"}))
+        '2+2'
+        >>> reasoning_of(AIMessage([{"type": "reasoning", "reasoning": "hm"}, "4"]))
+        'hm'
+        >>> reasoning_of(AIMessage("4")) is None
+        True
+    """
+    stored = message.additional_kwargs.get("reasoning_content")
+    if isinstance(stored, str) and stored:
+        return stored
+    if isinstance(message.content, str):
+        return None
+    parts: list[str] = []
+    for block in message.content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        text = block.get(kind) if kind in ("reasoning", "thinking") else None
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts) or None
 
 
 def _role_of(message: BaseMessage) -> Role:

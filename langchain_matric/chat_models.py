@@ -77,6 +77,8 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             returns them.
         include_response_headers: bool
             Response headers (secrets scrubbed) in the metadata.
+        send_reasoning: bool
+            Send earlier AI turns' reasoning back to the server (off by default).
         stop: list[str] | None
             Stop sequences, merged with each call's.
         model_kwargs: dict
@@ -175,6 +177,14 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
     continuation goes to the endpoint that made it). With a backend instance and `api`
     not given, the backend's own `api` applies."""
 
+    send_reasoning: bool = False
+    """Send each earlier AI message's reasoning back with it (default False: dropped, as
+    before). The reasoning is `additional_kwargs["reasoning_content"]`, as `ChatMatric`
+    stores it, else the message's `reasoning` / `thinking` content blocks; it goes as
+    `reasoning_content` on the assistant message (chat API: DeepSeek's thinking mode
+    rejects tool loops without it; vLLM), as `thinking` (Ollama's native API), or as a
+    `reasoning` input item before the turn (Responses API)."""
+
     @property
     def _llm_type(self) -> str:
         return "matric-chat"
@@ -193,7 +203,7 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
         response_format = kwargs.pop("response_format", None)
         options, model = self._options(stop, kwargs)
         return GenerationRequest(
-            messages=to_chat_messages(messages),
+            messages=to_chat_messages(messages, reasoning=self.send_reasoning),
             options=options,
             tools=tools,
             tool_choice=tool_choice,

@@ -356,6 +356,8 @@ def _messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.images:
             item["images"] = [_image(url, i) for i, url in enumerate(message.images)]
+        if message.reasoning:  # set only when the caller opted in
+            item["thinking"] = message.reasoning
         if message.tool_calls:
             item["tool_calls"] = [_tool_call(call, tool_names) for call in message.tool_calls]
         if message.role == "tool":

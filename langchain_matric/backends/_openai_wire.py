@@ -67,6 +67,8 @@ def message_to_wire(message: ChatMessage) -> dict[str, Any]:
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in message.tool_calls
         ]
+    if message.reasoning:  # DeepSeek's and vLLM's field; set only when the caller opted in
+        wire["reasoning_content"] = message.reasoning
     if message.role == "tool":
         wire["tool_call_id"] = message.tool_call_id or ""
     elif message.name:

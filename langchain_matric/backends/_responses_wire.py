@@ -32,6 +32,7 @@ __all__ = [
     "input_items",
     "parse_responses_response",
     "raise_response_error",
+    "reasoning_item",
     "responses_payload",
     "responses_tool",
     "responses_tool_choice",
@@ -89,6 +90,8 @@ def input_items(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             )
             continue
         if role == "assistant":
+            if message.reasoning:  # set only when the caller opted in
+                items.append(reasoning_item(message.reasoning))
             if message.content or not message.tool_calls:
                 part = {"type": "output_text", "text": message.content, "annotations": []}
                 items.append({"type": "message", "role": "assistant", "content": [part]})
@@ -105,6 +108,23 @@ def input_items(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         )
         items.append({"type": "message", "role": role, "content": content})
     return items
+
+
+def reasoning_item(text: str) -> dict[str, Any]:
+    """An earlier turn's reasoning as an input `reasoning` item.
+
+    The text goes in `content[0].text` (llama.cpp reads it there; vLLM answers with this
+    shape), with an empty `summary` (a field the API requires).
+
+    Example:
+        >>> reasoning_item("2+2")["content"]
+        [{'type': 'reasoning_text', 'text': '2+2'}]
+    """
+    return {
+        "type": "reasoning",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+    }
 
 
 def responses_tool(tool: Mapping[str, Any]) -> dict[str, Any]:

@@ -82,6 +82,8 @@ class ChatMessage:
     name: str | None = None
     """Author name for user/assistant messages; the tool's name for tool messages."""
     images: Sequence[str] = ()
+    reasoning: str | None = None
+    """An assistant turn's reasoning, sent back only when the caller opted in (else None)."""
 
 
 @dataclass(slots=True)
