@@ -123,6 +123,7 @@ def build_backend(
     max_retries: int | None = None,
     dimensions: int | None = None,
     prefix_affinity: int = 0,
+    capabilities: str | None = None,
 ) -> Any:
     """Build the backend an adapter's fields describe, over the loaded configuration.
 
@@ -157,6 +158,8 @@ def build_backend(
     kind, kwargs = backend_kwargs(config, name, **overrides)
     if prefix_affinity:  # a pool's routing: no configuration key, so not an override
         kwargs["prefix_affinity"] = prefix_affinity
+    if capabilities is not None:  # no configuration key either
+        kwargs["capabilities"] = capabilities
     if timeout is not None:
         kwargs["timeouts"] = _timeouts(timeout, kwargs.get("timeouts"))
     if kind == "ollama":

@@ -135,6 +135,12 @@ class MatricBase(BaseModel):
     max_retries: int | None = None
     """Retries on connection errors, 408/409/429 and 5xx; None: the backend's default (2)."""
 
+    capabilities: Literal["learn", "auto"] | None = None
+    """Passed to the backend built: "learn" (None: the default) adapts as the server
+    rejects things, with no extra requests; "auto" probes the server once before the
+    first request, and `ChatMatric` fills its `profile` from what the server says about
+    the model when it is created."""
+
     _backends: BackendCache = PrivateAttr(default_factory=BackendCache)
 
     def __repr_args__(self) -> Any:
@@ -235,7 +241,14 @@ class MatricBase(BaseModel):
         # built by the caller, so silently ignoring them would be a trap.
         given = [
             f
-            for f in ("base_url", "api_key", "timeout", "max_retries", "prefix_affinity")
+            for f in (
+                "base_url",
+                "api_key",
+                "timeout",
+                "max_retries",
+                "prefix_affinity",
+                "capabilities",
+            )
             if f in self.model_fields_set and self.__dict__.get(f) not in (None, 0)
         ]
         if given:
@@ -280,6 +293,7 @@ class MatricBase(BaseModel):
             self.max_retries,
             self._dimensions(),
             self._prefix_affinity(),
+            self.capabilities,
         )
 
     def _dimensions(self) -> int | None:
@@ -301,6 +315,7 @@ class MatricBase(BaseModel):
             max_retries=self.max_retries,
             dimensions=self._dimensions(),
             prefix_affinity=self._prefix_affinity(),
+            capabilities=self.capabilities,
         )
 
     def _backend_base_url(self, backend: object) -> str | list[str] | None:

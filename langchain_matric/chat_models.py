@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -38,6 +39,7 @@ from langchain_matric._streams import StreamCursor, aclosing_stream, closing_str
 from langchain_matric._tokens import usage_to_dict
 from langchain_matric.backends._protocols import GenerationBackend
 from langchain_matric.backends._types import Generation, GenerationDelta, GenerationRequest
+from langchain_matric.errors import ConfigurationError, MatricError
 
 __all__ = ["ChatMatric"]
 
@@ -97,6 +99,8 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
             Key for OpenAI-compatible servers.
         timeout, max_retries: float | None, int | None
             Per-phase timeout in seconds and retries on transient errors.
+        capabilities: "learn" | "auto" | None
+            Passed to the backend built; "auto" also fills `profile` from the server.
 
     Instantiate:
         ```python
@@ -188,6 +192,55 @@ class ChatMatric(MatricGenerationBase, BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "matric-chat"
+
+    # -- model profile --------------------------------------------------------------------
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """With `capabilities="auto"` only: the profile the server reports, when created.
+
+        Anything else makes no request here (`profile` stays None unless given); a server
+        that cannot answer leaves it None too, and `load_profile()` asks again.
+        """
+        backend = self.backend
+        if isinstance(backend, str | None):
+            auto = self.capabilities == "auto"
+        else:
+            auto = getattr(backend, "capabilities", None) == "auto"
+        if not auto:
+            return None
+        try:
+            return self._profile_of(self._profile_backend().model_profile())
+        except MatricError:
+            return None
+
+    def load_profile(self) -> ModelProfile:
+        """Ask the server about the model and set `profile` from its answer (returned).
+
+        Ollama: `POST /api/show` (context length; tools, vision, thinking capabilities).
+        OpenAI-compatible servers: vLLM's `max_model_len` in `GET /models`, else
+        llama.cpp's `GET /props` (`n_ctx`). The server's keys update `profile`; keys it
+        does not report are kept as they were (or left out). Errors are raised as typed
+        `MatricError`s.
+        """
+        return self._set_profile(self._profile_backend().model_profile())
+
+    async def aload_profile(self) -> ModelProfile:
+        """Async `load_profile`."""
+        return self._set_profile(await self._profile_backend().amodel_profile())
+
+    def _profile_backend(self) -> Any:
+        backend = self._generation_backend()
+        if not hasattr(backend, "model_profile"):
+            msg = f"{backend_label(backend)} cannot report a model profile"
+            raise ConfigurationError(msg)
+        return backend
+
+    def _profile_of(self, reported: Mapping[str, Any]) -> ModelProfile:
+        return cast("ModelProfile", {**(self.profile or {}), **reported})
+
+    def _set_profile(self, reported: Mapping[str, Any]) -> ModelProfile:
+        self.profile = profile = self._profile_of(reported)
+        return profile
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self._ls_params("chat", stop, kwargs)

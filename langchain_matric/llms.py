@@ -80,6 +80,8 @@ class MatricLLM(MatricGenerationBase, LLM):
             Key for OpenAI-compatible servers.
         timeout, max_retries: float | None, int | None
             Per-phase timeout in seconds and retries on transient errors.
+        capabilities: "learn" | "auto" | None
+            Passed to the backend built ("auto": probe the server before the first call).
         max_concurrency: int
             Prompts of one batch in flight at once.
 

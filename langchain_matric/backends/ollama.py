@@ -21,6 +21,7 @@ from langchain_matric.backends._http_backend import (
     WrongContentTypeParser,
     check_model_name,
 )
+from langchain_matric.backends._profile import from_ollama_show
 from langchain_matric.backends._protocols import as_request
 from langchain_matric.backends._types import (
     Generation,
@@ -313,6 +314,24 @@ class OllamaBackend(HTTPBackend):
     async def alist_models(self) -> list[str]:
         """Async `list_models`."""
         return _model_names((await self._async.request("GET", "/api/tags")).json())
+
+    def model_profile(self) -> dict[str, Any]:
+        """What Ollama says about the model (`POST /api/show`), as `ModelProfile` keys.
+
+        The context length (`model_info["<arch>.context_length"]`) as `max_input_tokens`;
+        `capabilities` as `text_outputs` ("completion"), `tool_calling` ("tools"),
+        `image_inputs` ("vision") and `reasoning_output` ("thinking"): an embedding-only
+        model has `text_outputs` False. Asked only when called: `ChatMatric` calls it with
+        `capabilities="auto"` or from `load_profile()`.
+        """
+        body = {"model": self.model_name}
+        return from_ollama_show(self._sync.request("POST", "/api/show", json=body).json())
+
+    async def amodel_profile(self) -> dict[str, Any]:
+        """Async `model_profile`."""
+        body = {"model": self.model_name}
+        response = await self._async.request("POST", "/api/show", json=body)
+        return from_ollama_show(response.json())
 
     def server_version(self) -> str:
         """The server's version (`GET /api/version`), e.g. "0.12.6"."""

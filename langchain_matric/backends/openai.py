@@ -34,6 +34,7 @@ from langchain_matric.backends._http_backend import (
     WrongContentTypeParser,
     check_model_name,
 )
+from langchain_matric.backends._profile import from_llamacpp_props, from_openai_models
 from langchain_matric.backends._protocols import as_request
 from langchain_matric.backends._responses_stream import ResponsesStreamParser
 from langchain_matric.backends._types import (
@@ -560,6 +561,47 @@ class OpenAIBackend(HTTPBackend):
                 return count
         self._tokenize_route = ""
         return None
+
+    # -- model profile -------------------------------------------------------------------
+
+    def model_profile(self) -> dict[str, Any]:
+        """What the server says about the model, as langchain-core `ModelProfile` keys.
+
+        `GET /models` first: vLLM lists each model's `max_model_len` (`max_input_tokens`).
+        Without it, `GET /props` at the server root: llama.cpp's context size
+        (`default_generation_settings.n_ctx`) and vision modality; a server without
+        `/props` (4xx) adds nothing. Keys the server does not report are left out. Asked
+        only when called: `ChatMatric` calls it with `capabilities="auto"` or from
+        `load_profile()`.
+        """
+        listed = self._sync.request("GET", self._models_path).json()
+        profile = from_openai_models(listed, self.model_name)
+        if "max_input_tokens" in profile or self._azure:
+            return profile
+        try:
+            props = self._sync.request("GET", self._props_url()).json()
+        except BackendHTTPError as error:
+            if error.status >= 500:
+                raise
+            return profile
+        return {**from_llamacpp_props(props), **profile}
+
+    async def amodel_profile(self) -> dict[str, Any]:
+        """Async `model_profile`."""
+        listed = (await self._async.request("GET", self._models_path)).json()
+        profile = from_openai_models(listed, self.model_name)
+        if "max_input_tokens" in profile or self._azure:
+            return profile
+        try:
+            props = (await self._async.request("GET", self._props_url())).json()
+        except BackendHTTPError as error:
+            if error.status >= 500:
+                raise
+            return profile
+        return {**from_llamacpp_props(props), **profile}
+
+    def _props_url(self) -> str:
+        return self._config.base_url.rstrip("/").removesuffix("/v1") + "/props"
 
     # -- health --------------------------------------------------------------------------
 

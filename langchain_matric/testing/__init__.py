@@ -15,7 +15,8 @@ chunk frame per SSE event / NDJSON line) on an asyncio loop in a background thre
 
 Endpoints: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses``,
 ``/v1/embeddings``, ``GET /v1/models``; ``POST /api/chat``, ``/api/generate``, ``/api/embed``,
-``/api/embeddings``, ``/api/show``, ``GET /api/tags``, ``/api/version`` and ``/``.
+``/api/embeddings``, ``/api/show``, ``GET /api/tags``, ``/api/version`` and ``/``; and
+``POST /tokenize`` (with ``options.tokenizer``), ``GET /props`` (llama.cpp's).
 
 Which answer a generation request gets: a queued `Fault` matching its path first
 (status faults replace the response; stream faults alter the reply served), then the

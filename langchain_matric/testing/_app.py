@@ -87,6 +87,7 @@ class App:
             "/api/show": ("POST", self._ollama_show),
             "/api/version": ("GET", self._ollama_version),
             "/tokenize": ("POST", self._tokenize),
+            "/props": ("GET", self._props),
             "/": ("GET", self._ollama_root),
         }
 
@@ -418,9 +419,22 @@ class App:
     # -- metadata -------------------------------------------------------------------
 
     def _openai_models(self, request: RecordedRequest, fault: Fault | None) -> Response:
-        data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "matric"}
-                for m in self.options.models]  # fmt: skip
+        data: list[dict[str, Any]] = [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "matric"}
+            for m in self.options.models
+        ]
+        if self.options.max_model_len:  # vLLM's
+            for entry in data:
+                entry["max_model_len"] = self.options.context_length
         return _json({"object": "list", "data": data}, fault)
+
+    def _props(self, request: RecordedRequest, fault: Fault | None) -> Response:
+        """llama.cpp's `/props` (the fields a client reads, and a few beside them)."""
+        settings = {"n_ctx": self.options.context_length, "params": {"n_predict": -1}}
+        out = {"default_generation_settings": settings, "total_slots": 1,
+               "model_path": f"/models/{self._model(0)}.gguf", "modalities": {"vision": False},
+               "chat_template": "{{ messages }}", "build_info": "b1-matric"}  # fmt: skip
+        return _json(out, fault)
 
     def _details(self) -> dict[str, Any]:
         return {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
@@ -435,7 +449,8 @@ class App:
         return _json({"models": models}, fault)
 
     def _ollama_show(self, request: RecordedRequest, fault: Fault | None) -> Response:
-        info = {"general.architecture": "llama", "llama.context_length": 8192,
+        info = {"general.architecture": "llama",
+                "llama.context_length": self.options.context_length,
                 "llama.embedding_length": self.options.embedding_dim}  # fmt: skip
         out = {"modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
                "details": self._details(), "model_info": info,

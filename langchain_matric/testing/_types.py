@@ -284,6 +284,13 @@ class ServerOptions:
     (``n``); llama.cpp's server takes 1. None: any ``n``."""
     service_tier: str | None = "default"
     """``service_tier`` of OpenAI answers (None: not sent)."""
+    context_length: int = 8192
+    """The models' context size, as each server reports it: Ollama's ``/api/show``
+    (``model_info``), llama.cpp's ``/props`` (``n_ctx``) and vLLM's ``max_model_len`` in
+    ``/v1/models``."""
+    max_model_len: bool = True
+    """List ``max_model_len`` in ``/v1/models`` (vLLM does; llama.cpp does not, so a
+    client finds the size in ``/props``)."""
 
 
 @dataclass(frozen=True, slots=True)
