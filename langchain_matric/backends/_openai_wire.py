@@ -539,9 +539,16 @@ class EmptyStreamError(StreamError):
 # ---------------------------------------------------------------------------------------
 
 
-def _surface_error_fields(name: str, value: str) -> ServerSentEvent | None:
-    # llama.cpp's C++ server writes a bare `error: {...}` line; some servers send an
-    # `event: error` block with no data. The spec drops both; we must not.
+def surface_error_fields(name: str, value: str) -> ServerSentEvent | None:
+    """`SSEDecoder`'s `on_ignored` hook: the error fields the spec would drop, as events.
+
+    llama.cpp's C++ server writes a bare `error: {...}` line; some servers send an
+    `event: error` block with no data. The spec drops both; we must not.
+
+    Example:
+        >>> surface_error_fields("error", '{"message": "boom"}').event
+        'error'
+    """
     if name == "error":
         return ServerSentEvent(event="error", data=value)
     if name == "event" and value == "error":
@@ -558,7 +565,7 @@ class OpenAIStreamParser:
     """
 
     def __init__(self, url: str, *, completions: bool = False, max_line_size: int) -> None:
-        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=_surface_error_fields)
+        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=surface_error_fields)
         self._url = url
         self._completions = completions
         self._pieces: list[str] = []

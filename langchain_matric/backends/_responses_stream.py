@@ -20,7 +20,7 @@ from typing import Any
 
 from langchain_matric._json import fast_loads, text_of
 from langchain_matric._text import SurrogateJoiner, mend
-from langchain_matric.backends._openai_wire import event_json
+from langchain_matric.backends._openai_wire import event_json, surface_error_fields
 from langchain_matric.backends._responses_wire import (
     finish_reason_of,
     parse_responses_response,
@@ -33,22 +33,12 @@ from langchain_matric.backends._types import (
     keep_undelivered,
 )
 from langchain_matric.errors import MatricError, StreamError
-from langchain_matric.sse import ServerSentEvent, SSEDecoder
+from langchain_matric.sse import SSEDecoder
 
 __all__ = ["ResponsesStreamParser"]
 
 _TEXT = "response.output_text.delta"
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-
-def _surface_error_line(name: str, value: str) -> ServerSentEvent | None:
-    # A bare `error: {...}` line (llama.cpp) and an `event: error` block without data are
-    # errors, not fields to drop.
-    if name == "error":
-        return ServerSentEvent(event="error", data=value)
-    if name == "event" and value == "error":
-        return ServerSentEvent(event="error")
-    return None
 
 
 class _Call:
@@ -82,7 +72,7 @@ class ResponsesStreamParser:
     """
 
     def __init__(self, url: str, *, max_line_size: int = 32 * 1024 * 1024) -> None:
-        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=_surface_error_line)
+        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=surface_error_fields)
         self._url = url
         self._pieces: list[str] = []
         self._reasoned = False

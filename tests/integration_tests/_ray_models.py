@@ -30,9 +30,11 @@ def _mark(model: str | None) -> None:
         (Path(directory) / f"{model}.{os.getpid()}.{uuid.uuid4().hex}").write_text("closed")
 
 
-class ClosingEmbeddings(MatricEmbeddings):
+class _MarksClose:
+    """Writes a mark when closed, so a test can count the actors that closed their model."""
+
     def close(self) -> None:  # an actor that never got a batch opened no async session
-        super().close()
+        super().close()  # the model class's
         _mark(self.model)
 
     async def aclose(self) -> None:
@@ -40,21 +42,13 @@ class ClosingEmbeddings(MatricEmbeddings):
         _mark(self.model)
 
 
-class ClosingChat(ChatMatric):
-    def close(self) -> None:  # an actor that never got a batch opened no async session
-        super().close()
-        _mark(self.model)
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        _mark(self.model)
+class ClosingEmbeddings(_MarksClose, MatricEmbeddings):
+    pass
 
 
-class ClosingLLM(MatricLLM):
-    def close(self) -> None:  # an actor that never got a batch opened no async session
-        super().close()
-        _mark(self.model)
+class ClosingChat(_MarksClose, ChatMatric):
+    pass
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        _mark(self.model)
+
+class ClosingLLM(_MarksClose, MatricLLM):
+    pass
