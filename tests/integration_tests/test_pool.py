@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import pickle
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,25 +21,11 @@ from langchain_matric.errors import (
 )
 from langchain_matric.testing import Fault, LocalServer, Reply
 
-from .conftest import Sleeps, embed, generate, joined, stream
+from .conftest import Clock, Sleeps, embed, generate, joined, stream
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 
 CHAT = "/v1/chat/completions"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def servers() -> Iterator[list[LocalServer]]:
-    with LocalServer() as first, LocalServer() as second, LocalServer() as third:
-        yield [first, second, third]
 
 
 def dead_url() -> str:

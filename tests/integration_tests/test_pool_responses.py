@@ -5,7 +5,6 @@ pools")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,25 +15,11 @@ from langchain_matric.backends import GenerationOptions, GenerationRequest, Open
 from langchain_matric.errors import BackendConnectionError, BadRequestError
 from langchain_matric.testing import Fault, LocalServer
 
-from .conftest import generate, joined, stream
+from .conftest import Clock, generate, joined, stream
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 
 RESPONSES = "/v1/responses"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def servers() -> Iterator[list[LocalServer]]:
-    with LocalServer() as first, LocalServer() as second, LocalServer() as third:
-        yield [first, second, third]
 
 
 def pool(servers: list[LocalServer], **kw: Any) -> OpenAIBackend:
