@@ -23,11 +23,8 @@ import pytest
 from langchain_matric import ChatMatric, MatricEmbeddings
 from langchain_matric.testing import LocalServer
 
-# Read when Ray is imported (ray._private.ray_constants), so set before: a local cluster
-# on 127.0.0.1, and no usage stats sent anywhere.
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-
+# tests/conftest.py sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 and RAY_USAGE_STATS_ENABLED=0
+# before any module imports Ray: a local cluster on 127.0.0.1, no usage stats.
 ray = pytest.importorskip("ray", reason='needs Ray Data: pip install -e ".[ray]"')
 np = pytest.importorskip("numpy")
 
