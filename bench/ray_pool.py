@@ -232,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="a,b,c", help="groups, e.g. b,c")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--rows", type=int, default=2000, help="(a) dataset rows")
+    parser.add_argument("--rows", type=int, default=10000, help="(a) dataset rows")
     parser.add_argument(
         "--latency-ms", default="0,5", help="(a) the server's delay per answer, one table each"
     )
