@@ -7,7 +7,7 @@ go to a column, it retries the batch in halves, down to single rows, so one bad 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -128,3 +128,45 @@ def merge(outcomes: Sequence[Outcome[Out]]) -> Outcome[Out]:
         outputs.extend(outcome.outputs)
         errors.extend(outcome.errors)
     return Outcome(outputs, errors)
+
+
+def split_texts(values: Sequence[object], column: str) -> tuple[list[str], dict[int, str]]:
+    """A column's texts, and the error text of each row (by index) that holds none.
+
+    A null or a number cannot be sent as text; with on_error="column" such a row fails
+    alone (`with_rejected` puts it back in place) instead of failing its whole batch.
+
+    Example:
+        >>> split_texts(["a", None, "c"], "text")
+        (['a', 'c'], {1: "TypeError: column 'text' holds None, not text"})
+    """
+    texts: list[str] = []
+    rejected: dict[int, str] = {}
+    for index, value in enumerate(values):
+        if isinstance(value, str):
+            texts.append(value)
+        else:
+            rejected[index] = f"TypeError: column {column!r} holds {value!r:.80}, not text"
+    return texts, rejected
+
+
+def with_rejected(outcome: Outcome[Out], rejected: Mapping[int, str]) -> Outcome[Out]:
+    """`outcome` of the accepted rows, with the rejected rows failed at their places.
+
+    Example:
+        >>> with_rejected(Outcome([1, 3], [None, None]), {1: "E"})
+        Outcome(outputs=[1, None, 3], errors=[None, 'E', None])
+    """
+    if not rejected:
+        return outcome
+    outputs, errors = iter(outcome.outputs), iter(outcome.errors)
+    total = len(outcome.outputs) + len(rejected)
+    merged: Outcome[Out] = Outcome([], [])
+    for index in range(total):
+        if index in rejected:
+            merged.outputs.append(None)
+            merged.errors.append(rejected[index])
+        else:
+            merged.outputs.append(next(outputs))
+            merged.errors.append(next(errors))
+    return merged

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from langchain_matric.ray._rate import TokenBucket
-from langchain_matric.ray._rows import OnError, Outcome, merge, run_halving
+from langchain_matric.ray._rows import (
+    OnError,
+    Outcome,
+    merge,
+    run_halving,
+    split_texts,
+    with_rejected,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -164,12 +171,17 @@ class EmbedUDF(_ClientUDF):
         self._dim = model.dimensions  # learnt from the first vector when None
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
-        texts: list[str] = batch.column(self._columns.input).to_pylist()
+        column = self._columns.input
+        texts, rejected = split_texts(batch.column(column).to_pylist(), column)
+        if rejected and self._columns.on_error == "raise":
+            index, why = next(iter(rejected.items()))
+            msg = f"row {index} of a batch: {why.removeprefix('TypeError: ')}"
+            raise TypeError(msg)
         requests = self._embeddings._batches(texts)
         outcomes = await asyncio.gather(
             *(run_halving(chunk, self._embed, self._columns.on_error) for chunk in requests)
         )
-        outcome = merge(outcomes)
+        outcome = with_rejected(merge(outcomes), rejected)
         return self._table(batch, outcome, self._vectors(outcome.outputs))
 
     def _vectors(self, vectors: list[list[float] | None]) -> pa.Array:

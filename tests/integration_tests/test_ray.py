@@ -161,6 +161,21 @@ def test_embed_on_error_column_fails_only_the_bad_row(servers: Any, cluster: Clu
     closed_cleanly(cluster, "embed-col", 1)
 
 
+def test_embed_a_null_text_fails_only_its_row(servers: Any, cluster: Cluster) -> None:
+    server = servers[0]
+    texts: list[str | None] = [f"short text {i}" for i in range(8)]
+    texts[3] = None
+    model = ClosingEmbeddings(backend="openai", base_url=server.openai_base_url, model="embed-null")
+    ds = ray.data.from_items([{"text": t} for t in texts], override_num_blocks=1)
+    rows = embed(ds, model, actors=1, batch_size=8, on_error="column").take_all()
+    assert rows[3]["embedding"] is None
+    assert rows[3]["error"] == "TypeError: column 'text' holds None, not text"
+    assert all(r["error"] is None and r["embedding"].shape == (16,) for r in rows if r["text"])
+    closed_cleanly(cluster, "embed-null", 1)
+    with pytest.raises(Exception, match="row 3 of a batch: column 'text' holds None"):
+        embed(ds, model, actors=1, batch_size=8).take_all()
+
+
 def test_generate_on_error_column_and_raise(servers: Any, cluster: Cluster) -> None:
     server = servers[0]
     prompts = [f"question {i}" for i in range(6)]

@@ -21,6 +21,8 @@ from langchain_matric.ray._rows import (
     halves,
     merge,
     run_halving,
+    split_texts,
+    with_rejected,
 )
 
 
@@ -136,3 +138,15 @@ def test_the_bucket_rejects_nonsense() -> None:
         TokenBucket(rate=0.0)
     with pytest.raises(ValueError, match="burst must be at least 1"):
         TokenBucket(rate=1.0, burst=0)
+
+
+def test_rows_without_text_are_set_aside_and_put_back_in_place():
+    texts, rejected = split_texts(["a", None, "c", 3], "body")
+    assert texts == ["a", "c"]
+    assert rejected == {
+        1: "TypeError: column 'body' holds None, not text",
+        3: "TypeError: column 'body' holds 3, not text",
+    }
+    merged = with_rejected(Outcome([10, None], [None, "E"]), rejected)
+    assert merged == Outcome([10, None, None, None], [None, rejected[1], "E", rejected[3]])
+    assert with_rejected(Outcome([1], [None]), {}) == Outcome([1], [None])
