@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from langchain_matric._http import (
     AsyncStreamResponse,
@@ -69,36 +69,38 @@ def build_pool_transports(
     return sync, PoolAsyncTransport(config, pool, [AsyncTransport(c) for c in configs])
 
 
-def _attempts(pool: EndpointPool, config: HTTPConfig, json: Any) -> Attempts:
-    """One call's attempts: pinned when `json` continues a response this pool made."""
-    pinned = pool.pinned(json)
-    key = pool.affinity_key(json) if pool.prefix_affinity and pinned is None else None
-    return Attempts(
-        pool, config.retry, config.random, config.timeouts.total, key=key, pinned=pinned
-    )
+_T = TypeVar("_T", SyncTransport, AsyncTransport)
 
 
-class PoolSyncTransport:
-    """`SyncTransport`'s `request`, `request_in_turn`, `stream` and `close` over a pool."""
+class _PoolTransport(Generic[_T]):
+    """What both pool transports hold: the settings, the pool, one transport per endpoint."""
 
-    def __init__(
-        self, config: HTTPConfig, pool: EndpointPool, transports: Sequence[SyncTransport]
-    ) -> None:
+    def __init__(self, config: HTTPConfig, pool: EndpointPool, transports: Sequence[_T]) -> None:
         self.config = config
         """The pool's settings (the first endpoint's URL; its retry policy is the pool's)."""
         self.pool = pool
-        self.transports = list(transports)
+        self.transports: list[_T] = list(transports)
 
     def __repr__(self) -> str:
-        return f"PoolSyncTransport({list(self.pool.urls)!r})"
+        return f"{type(self).__name__}({list(self.pool.urls)!r})"
+
+    def _attempts(self, json: Any) -> Attempts:
+        """One call's attempts: pinned when `json` continues a response this pool made."""
+        pool, config = self.pool, self.config
+        pinned = pool.pinned(json)
+        key = pool.affinity_key(json) if pool.prefix_affinity and pinned is None else None
+        return Attempts(
+            pool, config.retry, config.random, config.timeouts.total, key=key, pinned=pinned
+        )
+
+
+class PoolSyncTransport(_PoolTransport[SyncTransport]):
+    """`SyncTransport`'s `request`, `request_in_turn`, `stream` and `close` over a pool."""
 
     def close(self) -> None:
         """Close every endpoint's connections (idempotent)."""
         for transport in self.transports:
             transport.close()
-
-    def _attempts(self, json: Any) -> Attempts:
-        return _attempts(self.pool, self.config, json)
 
     def request(self, method: str, path: str, *, json: Any = None, **kw: Any) -> Response:
         """`SyncTransport.request` on the endpoint the pool picks (failing over)."""
@@ -157,26 +159,13 @@ class PoolSyncTransport:
                 self.pool.release(index, failure)
 
 
-class PoolAsyncTransport:
+class PoolAsyncTransport(_PoolTransport[AsyncTransport]):
     """`AsyncTransport`'s `request`, `stream` and `aclose` over a pool."""
-
-    def __init__(
-        self, config: HTTPConfig, pool: EndpointPool, transports: Sequence[AsyncTransport]
-    ) -> None:
-        self.config = config
-        self.pool = pool
-        self.transports = list(transports)
-
-    def __repr__(self) -> str:
-        return f"PoolAsyncTransport({list(self.pool.urls)!r})"
 
     async def aclose(self) -> None:
         """Close this loop's sessions of every endpoint (idempotent)."""
         for transport in self.transports:
             await transport.aclose()
-
-    def _attempts(self, json: Any) -> Attempts:
-        return _attempts(self.pool, self.config, json)
 
     async def request(self, method: str, path: str, *, json: Any = None, **kw: Any) -> Response:
         """`AsyncTransport.request` on the endpoint the pool picks (failing over)."""
