@@ -10,12 +10,23 @@ Wire format (pinned, so every client reads exactly the same bytes):
   finish_reason]) with a role-only first chunk, a finish chunk, a usage chunk when
   `stream_options.include_usage` is asked, then `data: [DONE]`; Ollama lines (model,
   created_at, message/response, done) ending with the `done: true` statistics line.
+- `/v1/responses` streams the OpenAI Responses API's events, each an `event: <type>` line
+  and a `data:` line in one frame: created, in_progress, output_item.added (the message),
+  content_part.added, one `response.output_text.delta` per token (type, sequence_number,
+  item_id, output_index, content_index, delta, logprobs, and the `obfuscation` padding
+  OpenAI adds unless `stream_options.include_obfuscation` is false), output_text.done,
+  content_part.done, output_item.done, then `response.completed` with the whole response
+  object and its usage (no `[DONE]`: the Responses API sends none).
 - Responses are pre-built once per shape (cached) and written in ~64 KiB batches of whole
   frames, with flow control; the per-request work is parsing the request head and body.
 
 The answer's length is read from the model name: `bench-n<N>` streams N one-token chunks
 (each token about 6 bytes); any other name gives 1. Embeddings return one fixed
 768-dimension vector per input (base64 when `encoding_format` is "base64").
+
+`GET /bench/requests` returns how many requests each endpoint has answered, streamed or
+whole (`{"POST /v1/responses stream": 6, ...}`): the runner checks with it which endpoint
+a peer really used.
 
 Run as `python -m bench.server [--latency-ms 20]`: it listens on two 127.0.0.1 ports, the
 second adding the latency before each answer, and prints `PORTS <fast> <slow>`.
@@ -30,6 +41,7 @@ import json
 import re
 import struct
 import sys
+from collections import Counter
 from typing import Any
 
 TOKENS = [" alpha", " bravo", " delta", " gamma", " omega", " sigma", " kappa", " theta"]
@@ -137,7 +149,8 @@ def _openai_usage(n: int) -> dict[str, Any]:
     return {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
 
 
-def _text(n: int) -> str:
+def full_text(n: int) -> str:
+    """The whole text of an `n`-token answer, as every endpoint streams it."""
     return "".join(TOKENS[i % len(TOKENS)] for i in range(n))
 
 
@@ -151,7 +164,7 @@ def openai_chat_whole(model: str, n: int) -> list[bytes]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": _text(n), "refusal": None},
+                "message": {"role": "assistant", "content": full_text(n), "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -168,7 +181,7 @@ def openai_completion_whole(model: str, n: int) -> list[bytes]:
         "created": CREATED,
         "model": model,
         "system_fingerprint": "fp_bench0001",
-        "choices": [{"text": _text(n), "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        "choices": [{"text": full_text(n), "index": 0, "logprobs": None, "finish_reason": "stop"}],
         "usage": _openai_usage(n),
     }
     return _whole("application/json", _dumps(obj))
@@ -184,6 +197,100 @@ def openai_embeddings(model: str, count: int, b64: bool) -> list[bytes]:
         f'"usage":{{"prompt_tokens":{count * 4},"total_tokens":{count * 4}}}}}'
     ).encode()
     return _whole("application/json", body)
+
+
+# -- OpenAI Responses API -----------------------------------------------------------------
+
+RESPONSE_ID = "resp_B3nchS3rv3r0123456789abcdef0123456789abcdef01"
+MESSAGE_ID = "msg_B3nchS3rv3r0123456789abcdef0123456789abcdef01"
+_PAD = "Zq3xW9kL2mPv7RtB"
+
+
+def _response_usage(n: int) -> dict[str, Any]:
+    return {
+        "input_tokens": 8,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": n,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 8 + n,
+    }
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def _message(n: int, done: bool) -> dict[str, Any]:
+    return {
+        "id": MESSAGE_ID,
+        "type": "message",
+        "status": "completed" if done else "in_progress",
+        "content": [_output_text(full_text(n))] if done else [],
+        "role": "assistant",
+    }
+
+
+def _response(model: str, n: int, done: bool) -> dict[str, Any]:
+    """The response object as OpenAI returns it (in progress: no output, no usage)."""
+    return {
+        "id": RESPONSE_ID,
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed" if done else "in_progress",
+        "background": False,
+        "completed_at": CREATED + 1 if done else None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "model": model,
+        "output": [_message(n, True)] if done else [],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "prompt_cache_key": None,
+        "reasoning": {"effort": None, "summary": None},
+        "safety_identifier": None,
+        "service_tier": "default",
+        "store": False,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": _response_usage(n) if done else None,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def openai_responses_stream(model: str, n: int, obfuscation: bool) -> list[bytes]:
+    frames: list[bytes] = []
+
+    def event(kind: str, **fields: Any) -> None:
+        obj = {"type": kind, "sequence_number": len(frames), **fields}
+        frames.append(_frame(b"event: %s\ndata: %s\n\n" % (kind.encode(), _dumps(obj))))
+
+    at = {"item_id": MESSAGE_ID, "output_index": 0, "content_index": 0}
+    event("response.created", response=_response(model, n, False))
+    event("response.in_progress", response=_response(model, n, False))
+    event("response.output_item.added", output_index=0, item=_message(n, False))
+    event("response.content_part.added", **at, part=_output_text(""))
+    for i in range(n):
+        token = TOKENS[i % len(TOKENS)]
+        pad = {"obfuscation": _PAD[: 4 + i % 9]} if obfuscation else {}
+        event("response.output_text.delta", **at, delta=token, logprobs=[], **pad)
+    event("response.output_text.done", **at, text=full_text(n), logprobs=[])
+    event("response.content_part.done", **at, part=_output_text(full_text(n)))
+    event("response.output_item.done", output_index=0, item=_message(n, True))
+    event("response.completed", response=_response(model, n, True))
+    return _batches(_head("200 OK", "text/event-stream; charset=utf-8", None), frames)
+
+
+def openai_responses_whole(model: str, n: int) -> list[bytes]:
+    return _whole("application/json", _dumps(_response(model, n, True)))
 
 
 # -- Ollama ------------------------------------------------------------------------------
@@ -207,7 +314,7 @@ def _ollama_stats(n: int) -> dict[str, Any]:
 def ollama_chat(model: str, n: int, stream: bool) -> list[bytes]:
     final: dict[str, Any] = {"model": model, "created_at": _stamp(n)}
     if not stream:
-        final["message"] = {"role": "assistant", "content": _text(n)}
+        final["message"] = {"role": "assistant", "content": full_text(n)}
         final.update(done=True, done_reason="stop", **_ollama_stats(n))
         return _whole("application/json; charset=utf-8", _dumps(final))
     frames = [
@@ -233,7 +340,7 @@ def ollama_chat(model: str, n: int, stream: bool) -> list[bytes]:
 def ollama_generate(model: str, n: int, stream: bool) -> list[bytes]:
     final: dict[str, Any] = {"model": model, "created_at": _stamp(n)}
     if not stream:
-        final.update(response=_text(n), done=True, done_reason="stop", **_ollama_stats(n))
+        final.update(response=full_text(n), done=True, done_reason="stop", **_ollama_stats(n))
         return _whole("application/json; charset=utf-8", _dumps(final))
     frames = [
         _frame(
@@ -266,6 +373,8 @@ def ollama_embed(model: str, count: int) -> list[bytes]:
 # -- routing -----------------------------------------------------------------------------
 
 _CACHE: dict[tuple[Any, ...], list[bytes]] = {}
+REQUESTS: Counter[str] = Counter()
+"""Requests answered, by "POST <path> stream|whole" (served at `GET /bench/requests`)."""
 
 
 def _count(model: str) -> int:
@@ -281,7 +390,15 @@ def answer(path: str, body: bytes) -> list[bytes]:
         request = {}
     model = str(request.get("model") or "bench")
     n = _count(model)
-    if path.endswith(("/embeddings", "/api/embed")):
+    embed = path.endswith(("/embeddings", "/api/embed"))
+    if embed:
+        stream = False
+    elif path.startswith("/api/"):
+        stream = request.get("stream", True) is not False
+    else:
+        stream = bool(request.get("stream"))
+    REQUESTS[f"POST {path} {'stream' if stream else 'whole'}"] += 1
+    if embed:
         texts = request.get("input")
         count = len(texts) if isinstance(texts, list) else 1
         if path.endswith("/api/embed"):
@@ -291,15 +408,21 @@ def answer(path: str, body: bytes) -> list[bytes]:
             b64 = request.get("encoding_format") == "base64"
             key = ("embeddings", model, count, b64)
             build = lambda: openai_embeddings(model, count, b64)  # noqa: E731
+    elif path.endswith("/responses"):
+        options = request.get("stream_options") or {}
+        obfuscation = options.get("include_obfuscation") is not False
+        key = ("responses", model, n, stream, obfuscation)
+        if stream:
+            build = lambda: openai_responses_stream(model, n, obfuscation)  # noqa: E731
+        else:
+            build = lambda: openai_responses_whole(model, n)  # noqa: E731
     elif path.startswith("/api/"):
-        stream = request.get("stream", True) is not False
         kind = "chat" if path == "/api/chat" else "generate"
         key = (kind, model, n, stream)
         fn = ollama_chat if kind == "chat" else ollama_generate
         build = lambda: fn(model, n, stream)  # noqa: E731
     else:
         chat = path.endswith("/chat/completions")
-        stream = bool(request.get("stream"))
         usage = bool((request.get("stream_options") or {}).get("include_usage"))
         key = ("chat" if chat else "completion", model, n, stream, usage)
         if stream:
@@ -322,6 +445,7 @@ _KNOWN = {
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/responses",
     "/api/chat",
     "/api/generate",
     "/api/embed",
@@ -379,7 +503,12 @@ class BenchProtocol(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._respond(method, path, body))
 
     async def _respond(self, method: str, path: str, body: bytes) -> None:
-        batches = answer(path, body) if method == "POST" and path in _KNOWN else [_NOT_FOUND]
+        if method == "POST" and path in _KNOWN:
+            batches = answer(path, body)
+        elif method == "GET" and path == "/bench/requests":
+            batches = _whole("application/json", _dumps(REQUESTS))
+        else:
+            batches = [_NOT_FOUND]
         if self._latency:
             await asyncio.sleep(self._latency)
         for batch in batches:
