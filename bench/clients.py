@@ -53,6 +53,21 @@ def floor_request(proto: str, kind: str, model: str, port: int) -> tuple[str, di
     return base + "/api/generate", {"model": model, "prompt": PROMPT, "stream": True}
 
 
+def responses_request(model: str, port: int) -> tuple[str, dict[str, Any]]:
+    """URL and body of a streamed Responses request, as `ChatMatric(api="responses")` sends it."""
+    message = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": PROMPT}],
+    }
+    return openai_url(port) + "/responses", {
+        "model": model,
+        "input": [message],
+        "store": False,
+        "stream": True,
+    }
+
+
 def _events(lines: Iterator[str], sse: bool) -> Iterator[Any]:
     if sse:
         for line in lines:
@@ -95,6 +110,15 @@ class HttpxFloor:
         response = self.client.post(self.url, json=body)
         response.raise_for_status()
         return response.json()
+
+
+def responses_text(floor: HttpxFloor) -> str:
+    """The text of one Responses stream read by a floor client: its `output_text` deltas."""
+    return "".join(
+        event["delta"]
+        for event in floor.stream()
+        if event.get("type") == "response.output_text.delta"
+    )
 
 
 class HttpxAsyncFloor:
@@ -180,6 +204,32 @@ def peer_model(proto: str, kind: str, model: str, port: int) -> Any:
     from langchain_ollama import OllamaLLM
 
     return OllamaLLM(model=model, base_url=ollama_url(port))
+
+
+def peer_responses(model: str, port: int) -> Any:
+    """`ChatOpenAI` on the Responses API (`POST /v1/responses`, streamed events)."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=model,
+        base_url=openai_url(port),
+        api_key="sk-bench",  # type: ignore[arg-type]
+        use_responses_api=True,
+        max_retries=0,
+    )
+
+
+def our_responses(model: str, port: int) -> Any:
+    """`ChatMatric` on the Responses API."""
+    from langchain_matric import ChatMatric
+
+    return ChatMatric(
+        backend="openai",
+        api="responses",
+        base_url=openai_url(port),
+        model=model,
+        api_key="sk-bench",
+    )
 
 
 def our_model(proto: str, kind: str, model: str, port: int) -> Any:

@@ -108,7 +108,10 @@ class CoreChat(BaseChatModel):
 
 
 def _text(obj: Any) -> str:
-    """The token text of one OpenAI or Ollama stream object ("" for bookkeeping chunks)."""
+    """The token text of one OpenAI, Responses API or Ollama stream object ("" for the rest)."""
+    kind = obj.get("type")
+    if kind is not None:  # a Responses API event
+        return obj.get("delta") or "" if kind == "response.output_text.delta" else ""
     choices = obj.get("choices")
     if choices:
         choice = choices[0]

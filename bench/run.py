@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (report tables are long f-strings)
 """Run the whole benchmark and write `bench/RESULTS.md`.
 
-`python -m bench [--quick] [--reps N] [--only a,b,b2,c,d,e,f,g,h] [--out PATH]`
+`python -m bench [--quick] [--reps N] [--only a,r,b,b2,c,d,e,f,g,h] [--out PATH]`
 
 Every metric group is measured interleaved: each repetition runs every case of the group
 once, in an order rotated by one each repetition, after one untimed warm-up of each. The
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,13 @@ class Server:
         self.fast, self.slow = int(fast), int(slow)
         self.ps = psutil.Process(self.proc.pid)
 
+    def requests(self) -> dict[str, int]:
+        """Requests the server has answered, by "POST <path> stream|whole"."""
+        url = f"http://127.0.0.1:{self.fast}/bench/requests"
+        with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
+            counts: dict[str, int] = json.loads(response.read())
+        return counts
+
     def cpu(self) -> float:
         times = self.ps.cpu_times()
         return times.user + times.system
@@ -70,6 +78,8 @@ class Case:
     fn: Callable[[], Any]
     """Sync callable or coroutine function; returns a float to report instead of wall time."""
     role: str = "ours"
+    warm: Callable[[], Any] | None = None
+    """Run for the untimed warm-up instead of `fn`: the same work, checked (see `checked`)."""
     meta: dict[str, Any] = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
@@ -102,7 +112,7 @@ class Runner:
     def measure(self, group: Group) -> Group:
         print(f"[bench] {time.strftime('%H:%M:%S')} {group.title}", flush=True)
         for case in group.cases:  # warm-up: imports, pools, server caches
-            self._call(case.fn)
+            self._call(case.warm or case.fn)
         for rep in range(self.reps):
             shift = rep % len(group.cases)
             for case in group.cases[shift:] + group.cases[:shift]:
@@ -282,6 +292,73 @@ def stream_groups(srv: Server, n: int) -> list[Group]:
                 )
             )
     return groups
+
+
+RESPONSES_OURS = 'ours: ChatMatric(api="responses")'
+RESPONSES_PEER = "peer: ChatOpenAI(use_responses_api=True)"
+
+
+def checked(
+    srv: Server, text: Callable[[], str], expected: str, endpoint: str
+) -> Callable[[], str]:
+    """A warm-up that reads one whole answer and checks it: exactly one request, sent to
+    `endpoint` (e.g. "POST /v1/responses stream"), and the full text `expected`."""
+
+    def run() -> str:
+        before = srv.requests()
+        got = text()
+        after = srv.requests()
+        sent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+        assert sent == {endpoint: 1}, f"expected one {endpoint} request, the server saw {sent}"
+        assert got == expected, f"{len(got)} characters, expected {len(expected)}"
+        return got
+
+    return run
+
+
+def chat_text(model: Any) -> Callable[[], str]:
+    return lambda: "".join(chunk.text for chunk in model.stream(C.PROMPT))
+
+
+def responses_groups(srv: Server, n: int) -> list[Group]:
+    """(r) One streamed Responses API answer of `n` text deltas: ours, ChatOpenAI, floor, core."""
+    from bench.server import full_text
+
+    model = f"bench-n{n}"
+    url, body = C.responses_request(model, srv.fast)
+    floor = C.HttpxFloor(url, body, sse=True)
+    peer = C.peer_responses(model, srv.fast)
+    ours = C.our_responses(model, srv.fast)
+    fused = C.fused_model("chat", url, body, sse=True)
+    expected, endpoint = full_text(n), "POST /v1/responses stream"
+
+    def check(text: Callable[[], str]) -> Callable[[], str]:
+        return checked(srv, text, expected, endpoint)
+
+    return [
+        Group(
+            f"(r) chat .stream(), OpenAI Responses API, {n:,} text deltas, sync",
+            [
+                Case(
+                    "floor: httpx iter_lines",
+                    floor_consume(floor),
+                    "floor",
+                    warm=check(lambda: C.responses_text(floor)),
+                ),
+                Case("core chat cost (no I/O)", consume(C.core_model("chat", n)), "core"),
+                Case(
+                    "fused: floor + core in one loop",
+                    consume(fused),
+                    "core",
+                    warm=check(chat_text(fused)),
+                ),
+                Case(RESPONSES_PEER, consume(peer), "peer", warm=check(chat_text(peer))),
+                Case(RESPONSES_OURS, consume(ours), "ours", warm=check(chat_text(ours))),
+            ],
+            floor="floor: httpx iter_lines",
+            note="chat|responses|sync",
+        )
+    ]
 
 
 def ttft_groups(srv: Server, requests: int) -> list[Group]:
@@ -681,6 +758,19 @@ def targets(
                 lines.append(
                     f"| MatricLLM.astream {proto} ≤ 0.8 x httpx async floor | {r:.2f}x | {verdict(r <= 0.8)} |"
                 )
+    g = by_note.get("chat|responses|sync")
+    if g:
+        ours, floor = g.case(RESPONSES_OURS), g.case(g.floor)
+        r = paired_sum(ours, floor, g.case("core chat cost (no I/O)"))
+        fused = paired(ours, g.case("fused: floor + core in one loop"))
+        lines.append(
+            f'| ChatMatric(api="responses").stream ≤ 1.2 x (floor + core) | {r:.2f}x '
+            f"({fused:.2f}x the fused floor + core loop) | {verdict(r <= 1.2)} |"
+        )
+        rp = paired(ours, g.case(RESPONSES_PEER))
+        lines.append(
+            f'| ChatMatric(api="responses").stream ≤ 1/3 of ChatOpenAI(use_responses_api=True).stream | {rp:.2f}x | {verdict(rp <= 1 / 3)} |'
+        )
     for proto in ("openai", "ollama"):
         g = by_note.get(proto)
         if g:
@@ -792,7 +882,8 @@ def report(
         "every chunk, so these figures hold for ~20,000 chunks of ~6 bytes, not for much "
         "longer answers. LLM cases use the completions API (`/v1/completions`, "
         "`/api/generate`: the endpoints of the `OpenAI` / `OllamaLLM` peers); chat cases "
-        "`/v1/chat/completions` (with `stream_options.include_usage`) and `/api/chat`.",
+        "`/v1/chat/completions` (with `stream_options.include_usage`) and `/api/chat`; the "
+        "(r) cases `/v1/responses` (OpenAI's Responses API events, one per frame).",
         "",
         *(targets(groups, imports, rss)),
         "## All measurements",
@@ -857,7 +948,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="langchain-matric benchmark")
     parser.add_argument("--quick", action="store_true", help="a smoke check in under a minute")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--only", default="a,b,b2,c,d,e,f,g,h", help="metrics to run")
+    parser.add_argument("--only", default="a,r,b,b2,c,d,e,f,g,h", help="metrics to run")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args(argv)
     args.reps = args.reps or (3 if args.quick else 5)
@@ -879,6 +970,8 @@ def main(argv: list[str] | None = None) -> None:
         groups: list[Group] = []
         if "a" in only:
             groups += [runner.measure(g) for g in stream_groups(srv, sizes["n"])]
+        if "r" in only:
+            groups += [runner.measure(g) for g in responses_groups(srv, sizes["n"])]
         if "b" in only:
             groups += [runner.measure(g) for g in ttft_groups(srv, sizes["ttft"])]
         if "b2" in only:
