@@ -36,6 +36,39 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# ChatML that also renders tools, an assistant's tool call and tool results, the call as
+# `<function=NAME>{...arguments}</function>` right after the turn starts. llama.cpp's
+# `llama-server --jinja` reads the call format from the template: a call with no wrapper
+# before it leaves no room for text, so with `tool_choice="required"` the grammar makes
+# even random weights answer one well-formed call (a `<tool_call>` wrapper would let the
+# model write text first, forever). One call per turn: the server then allows no
+# parallel calls, and the grammar ends the answer after the first.
+TOOLS_TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+{% if messages[0].role == 'system' %}{{ messages[0].content }}
+{% endif %}Functions you may call:
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+To call one, answer <function=NAME>{ARGUMENTS}</function>.<|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == 'assistant' %}<|im_start|>assistant
+{% if message.tool_calls %}
+{%- set call = message.tool_calls[0].function %}<function={{ call.name }}>
+{%- if call.arguments is string %}{{ call.arguments }}{% else %}{{ call.arguments | tojson }}{% endif %}</function>
+{%- else %}{{ message.content }}{% endif %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>tool
+{{ message.content }}<|im_end|>
+{% elif message.role != 'system' %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
 _CORPUS = (
     "the quick brown fox jumps over the lazy dog. "
     "what is the weather in the city today? call the function get_weather with the city. "

@@ -1,7 +1,7 @@
-"""The live suite replayed from its cassettes: llama-cpp-python's real bytes, no server.
+"""The live suite replayed from its cassettes: the real servers' bytes, no server.
 
-Every `test_*` function of the live modules below that takes only `live_base` is run
-again here against `cassettes/live/<name>.yaml` (vcrpy, record mode "none": a request not
+Every `test_*` function of the live modules below that takes only a base URL (`live_base`
+for llama-cpp-python's server, `cpp_base` for llama.cpp's `llama-server`) is run again here against `cassettes/live/<name>.yaml` (vcrpy, record mode "none": a request not
 recorded fails, and so does a recorded one left unplayed), through the same backends and
 adapters as the live run. vcrpy keeps no chunk boundaries: each body reaches the decoder
 in one piece. Re-record after changing a live test or a request body:
@@ -18,10 +18,21 @@ from types import ModuleType
 
 import pytest
 
-from tests.live_tests import test_live_backend, test_live_errors, test_live_langchain
+from tests.live_tests import (
+    test_live_backend,
+    test_live_errors,
+    test_live_langchain,
+    test_live_llama_server,
+)
 from tests.live_tests._recording import API_KEY, CASSETTES, REPLAY_BASE, live_recorder
 
-LIVE_MODULES: tuple[ModuleType, ...] = (test_live_backend, test_live_errors, test_live_langchain)
+LIVE_MODULES: tuple[ModuleType, ...] = (
+    test_live_backend,
+    test_live_errors,
+    test_live_langchain,
+    test_live_llama_server,
+)
+BASE_URL_FIXTURES = (["live_base"], ["cpp_base"])
 
 
 def _replayable() -> dict[str, Callable[[str], Awaitable[None]]]:
@@ -31,7 +42,7 @@ def _replayable() -> dict[str, Callable[[str], Awaitable[None]]]:
         for name, func in vars(module).items()
         if name.startswith("test_")
         and inspect.iscoroutinefunction(func)
-        and list(inspect.signature(func).parameters) == ["live_base"]
+        and list(inspect.signature(func).parameters) in BASE_URL_FIXTURES
     }
 
 
