@@ -24,6 +24,7 @@ from langchain_matric.backends._openai_wire import event_json, surface_error_fie
 from langchain_matric.backends._responses_wire import (
     finish_reason_of,
     parse_responses_response,
+    part_logprobs,
     part_texts,
     raise_response_error,
 )
@@ -76,6 +77,7 @@ class ResponsesStreamParser:
         self._url = url
         self._pieces: list[str] = []
         self._reasoned = False
+        self._logprobs_sent = False
         self._calls: list[_Call] = []
         self._model_sent = False
         self._joiner: SurrogateJoiner | None = None
@@ -148,12 +150,7 @@ class ResponsesStreamParser:
             raise StreamError(msg, partial=self.partial, line=line)
         kind = obj.get("type") or name
         if kind == _TEXT and "error" not in obj:  # the hot path
-            text = obj.get("delta")
-            if isinstance(text, str) and text:
-                if self._joiner is not None:
-                    text = self._joiner.feed(text)  # half a pair waits for the next delta
-                self._pieces.append(text)
-                deltas.append(GenerationDelta(text))
+            self._on_text(obj, deltas)
             return
         if obj.get("error") or kind == "error" or name == "error" or obj.get("object") == "error":
             if not (obj.get("error") or obj.get("object") == "error"):  # an `error` event
@@ -185,6 +182,19 @@ class ResponsesStreamParser:
             if model and not self._model_sent:
                 self._model_sent = True
                 deltas.append(GenerationDelta(model=model))
+
+    def _on_text(self, obj: dict[str, Any], deltas: list[GenerationDelta]) -> None:
+        text = obj.get("delta")
+        logprobs = obj.get("logprobs")  # `[]` unless asked for
+        if logprobs:
+            self._logprobs_sent = True
+        if isinstance(text, str) and text:
+            if self._joiner is not None:
+                text = self._joiner.feed(text)  # half a pair waits for the next delta
+            self._pieces.append(text)
+            deltas.append(GenerationDelta(text, logprobs=logprobs or None))
+        elif logprobs:
+            deltas.append(GenerationDelta(logprobs=logprobs))
 
     def _lenient_loads(self, data: str | bytes) -> Any:
         """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes (see `_json`).
@@ -238,11 +248,16 @@ class ResponsesStreamParser:
                 self._send_arguments(call, arguments, deltas)
             if done:
                 call.open = False
-        elif done and kind == "message" and not self._pieces:
-            text = "".join(part_texts(item.get("content"), ("output_text", "text")))
+        elif done and kind == "message":
+            parts = item.get("content")
+            text = "" if self._pieces else "".join(part_texts(parts, ("output_text", "text")))
+            logprobs = None if self._logprobs_sent else part_logprobs(parts)
             if text:  # a server that sent the item but no text deltas
                 self._pieces.append(text)
-                deltas.append(GenerationDelta(text=text))
+            if logprobs:  # ... or no logprobs on them
+                self._logprobs_sent = True
+            if text or logprobs:
+                deltas.append(GenerationDelta(text=text, logprobs=logprobs or None))
         elif done and kind == "reasoning" and not self._reasoned:
             found = part_texts(item.get("content"), ("reasoning_text", "text"))
             text = "".join(found or part_texts(item.get("summary"), ("summary_text",)))
@@ -289,6 +304,9 @@ class ResponsesStreamParser:
             deltas.append(GenerationDelta(text=whole.text))
         if whole.reasoning and not self._reasoned:
             deltas.append(GenerationDelta(reasoning=whole.reasoning))
+        if whole.logprobs and not self._logprobs_sent:  # only in the items, not the deltas
+            self._logprobs_sent = True
+            deltas.append(GenerationDelta(logprobs=whole.logprobs))
         if whole.tool_calls and not self._calls:
             for index, call in enumerate(whole.tool_calls):
                 delta = ToolCallDelta(index, call.id, call.name, call.arguments)

@@ -189,6 +189,10 @@ def text_format(response_format: Mapping[str, Any] | None) -> dict[str, Any] | N
     return dict(response_format)
 
 
+LOGPROBS = "message.output_text.logprobs"
+"""The `include` entry that asks for the output text's logprobs."""
+
+
 def responses_payload(request: GenerationRequest, *, model: str, stream: bool) -> dict[str, Any]:
     """The body of `POST /responses` for a chat request.
 
@@ -200,12 +204,6 @@ def responses_payload(request: GenerationRequest, *, model: str, stream: bool) -
     options = request.options
     extra = dict(options.extra)
     n = options.n if options.n is not None else extra.get("n")
-    if options.logprobs or options.top_logprobs is not None:
-        msg = (
-            "logprobs: this package maps them on api='chat' only (the Responses API asks "
-            "for them through `include`); use api='chat'"
-        )
-        raise ConfigurationError(msg)
     if n is not None and n != 1:
         msg = (
             f"n={n!r}: the Responses API returns one answer per request; use api='chat' "
@@ -229,6 +227,12 @@ def responses_payload(request: GenerationRequest, *, model: str, stream: bool) -
     fmt = text_format(request.response_format)
     if fmt is not None:
         body["text"] = {"format": fmt}
+    if options.logprobs:  # asked for through `include`; alternatives through `top_logprobs`
+        include = extra.pop("include", None)
+        include = list(include) if isinstance(include, (list, tuple)) else []
+        body["include"] = include if LOGPROBS in include else [*include, LOGPROBS]
+    if options.top_logprobs is not None:
+        body["top_logprobs"] = options.top_logprobs
     body.update((k, v) for k, v in extra.items() if k not in _NOT_SENT)
     body.setdefault("store", False)
     body["stream"] = stream
@@ -330,12 +334,14 @@ def parse_responses_response(obj: Any, url: str) -> Generation:
     text: list[str] = []
     reasoning: list[str] = []
     calls: list[ToolCall] = []
+    logprobs: list[Any] = []
     for item in output:
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
         if kind == "message":
             text.extend(part_texts(item.get("content"), ("output_text", "text")))
+            logprobs.extend(part_logprobs(item.get("content")))
         elif kind == "reasoning":
             found = part_texts(item.get("content"), ("reasoning_text", "text"))
             reasoning.extend(found or part_texts(item.get("summary"), ("summary_text",)))
@@ -354,7 +360,26 @@ def parse_responses_response(obj: Any, url: str) -> Generation:
         model=obj.get("model"),
         raw=obj,
         response_id=obj["id"] if isinstance(obj.get("id"), str) and obj["id"] else None,
+        logprobs=logprobs or None,
     )
+
+
+def part_logprobs(parts: Any) -> list[Any]:
+    """The `logprobs` entries of each `output_text` part, in order (the chat API's shape).
+
+    Example:
+        >>> part_logprobs([{"type": "output_text", "text": "Hi",
+        ...                 "logprobs": [{"token": "Hi", "logprob": -0.1}]}])
+        [{'token': 'Hi', 'logprob': -0.1}]
+    """
+    if not isinstance(parts, list):
+        return []
+    return [
+        entry
+        for p in parts
+        if isinstance(p, dict) and p.get("type") == "output_text"
+        for entry in (p.get("logprobs") or ())
+    ]
 
 
 def part_texts(parts: Any, kinds: tuple[str, ...]) -> list[str]:

@@ -324,9 +324,13 @@ class App:
         style = Style.resolve(self.options, reply)
         rid = f"{next(_RESPONSE_IDS):x}"
         previous = body.get("previous_response_id")
+        include = body.get("include")
+        top = body.get("top_logprobs")
         renderer = _responses.OpenAIResponses(
             answer, style, rid, cached_tokens=cached, store=bool(body.get("store")),
             previous_response_id=previous if isinstance(previous, str) else None,
+            top_logprobs=(top if isinstance(top, int) else 0)
+            if isinstance(include, list) and _responses.LOGPROBS in include else None,
         )  # fmt: skip
         kind = fault.kind if fault is not None else None
         if not body.get("stream") or kind == "non_streaming":

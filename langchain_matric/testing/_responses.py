@@ -7,8 +7,11 @@ Three event shapes, as real servers send them (`Style.responses_shape`):
 - "vllm": reasoning text (`response.reasoning_text.delta`), bare hex item ids, a length
   stop as `status: "incomplete"` inside `response.completed`.
 - "llamacpp": no `output_index` or `sequence_number`; function-call items carry only
-  `call_id` (`fc_...`), which their argument deltas use as `item_id`; status always
-  `completed`.
+  `call_id` (`fc_...`), which their argument deltas use as `item_id` (as an earlier
+  llama-server did; the one in the live suite sends `id` too); status always `completed`.
+
+Logprobs come when `include` asks for `message.output_text.logprobs` (`top_logprobs`
+alternatives each): on every text delta, in the `output_text.done` event and in the part.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ import time
 from typing import Any
 
 from langchain_matric.testing._model import Answer, Prompt, _int, _stop_list, _tools, content_text
+from langchain_matric.testing._render import logprob_entry
 from langchain_matric.testing._types import Fault
 from langchain_matric.testing._wire import Style, dumps, sse
+
+LOGPROBS = "message.output_text.logprobs"
+"""The `include` entry that asks for the output text's logprobs."""
 
 
 def responses_prompt(body: dict[str, Any], default_model: str) -> Prompt:
@@ -76,8 +83,11 @@ class OpenAIResponses:
         cached_tokens: int = 0,
         store: bool = False,
         previous_response_id: str | None = None,
+        top_logprobs: int | None = None,
     ) -> None:
         self.answer = answer
+        self.top_logprobs = top_logprobs
+        """None: logprobs not asked for (`include`); else the alternatives per token."""
         self.store = store
         self.previous_response_id = previous_response_id
         """Echoed in the response object, as OpenAI does (accepted, not looked up)."""
@@ -116,8 +126,23 @@ class OpenAIResponses:
             item["content"] = [{"type": "reasoning_text", "text": text}] if done else []
         return item
 
+    def _logprobs(self, position: int, piece: str) -> list[dict[str, Any]]:
+        """One piece's entries: one when asked for, none otherwise (as OpenAI sends `[]`)."""
+        if self.top_logprobs is None:
+            return []
+        return [logprob_entry(piece, position, self.top_logprobs)]
+
+    def _all_logprobs(self) -> list[dict[str, Any]]:
+        return [e for i, p in enumerate(self.answer.text) for e in self._logprobs(i, p)]
+
     def _message_item(self, *, done: bool) -> dict[str, Any]:
-        part = {"type": "output_text", "text": "".join(self.answer.text), "annotations": []}
+        part: dict[str, Any] = {
+            "type": "output_text",
+            "text": "".join(self.answer.text),
+            "annotations": [],
+        }
+        if self.top_logprobs is not None:
+            part["logprobs"] = self._all_logprobs()
         return {
             "id": self.message_id,
             "type": "message",
@@ -219,18 +244,15 @@ class OpenAIResponses:
                     item_id=mid,
                     content_index=0,
                     delta=piece,
-                    logprobs=[],
+                    logprobs=self._logprobs(position, piece),
                 )
-                for piece in answer.text
+                for position, piece in enumerate(answer.text)
             )
+            done: dict[str, Any] = {"text": "".join(answer.text)}
+            if self.top_logprobs is not None:
+                done["logprobs"] = self._all_logprobs()
             events.append(
-                event(
-                    "response.output_text.done",
-                    index,
-                    item_id=mid,
-                    content_index=0,
-                    text="".join(answer.text),
-                )
+                event("response.output_text.done", index, item_id=mid, content_index=0, **done)
             )
             events.append(
                 event("response.output_item.done", index, item=self._message_item(done=True))

@@ -75,13 +75,30 @@ async def test_logprobs_not_sent_unless_asked(server, sync) -> None:
     assert "logprobs" not in whole.response_metadata
 
 
+async def test_logprobs_on_the_responses_api(server, sync) -> None:
+    model = chat(server, logprobs=True, top_logprobs=2, api="responses")
+    message = await invoke(model, sync, "one two three")
+    assert tokens(message) == ["Echo:", " one", " two", " three"]
+    first = message.response_metadata["logprobs"]["content"][0]
+    assert [t["token"] for t in first["top_logprobs"]] == ["Echo:", " the"]
+    sent = server.last_request.json
+    assert (sent["include"], sent["top_logprobs"]) == (["message.output_text.logprobs"], 2)
+    whole = await merged(model, sync, "one two three")
+    assert whole.content == "Echo: one two three"
+    assert tokens(whole) == ["Echo:", " one", " two", " three"]  # each entry once
+    plain = chat(server, api="responses")
+    assert "logprobs" not in (await invoke(plain, sync, "one")).response_metadata
+    assert not {"include", "top_logprobs"} & server.last_request.json.keys()
+    assert "logprobs" not in (await merged(plain, sync, "one")).response_metadata
+
+
 async def test_logprobs_per_call_kwarg(server, sync) -> None:
     message = await invoke(chat(server), sync, "one", logprobs=True)
     assert tokens(message) == ["Echo:", " one"]
 
 
 async def test_llm_logprobs_in_generation_info(server, sync) -> None:
-    for api in ("chat", "completions"):
+    for api in ("chat", "completions", "responses"):
         for streaming in (False, True):  # streamed: the chunks' entries merged, each once
             model = llm(server, logprobs=True, api=api, streaming=streaming)
             prompts = ["one two", "three"]

@@ -55,13 +55,31 @@ def test_completion_payload_puts_the_alternatives_count_in_logprobs() -> None:
     assert body_of(n=2)["n"] == 2
 
 
-def test_responses_api_refuses_n_and_logprobs_clearly() -> None:
+def test_responses_api_refuses_n_clearly() -> None:
     with pytest.raises(errors.ConfigurationError, match="api='chat'"):
         responses_wire.responses_payload(_request(n=2), model="m", stream=False)
-    with pytest.raises(errors.ConfigurationError, match="api='chat'"):
-        responses_wire.responses_payload(_request(logprobs=True), model="m", stream=False)
     body = responses_wire.responses_payload(_request(n=1), model="m", stream=False)
     assert "n" not in body
+
+
+def test_responses_api_asks_for_logprobs_through_include() -> None:
+    def body_of(**options: Any) -> dict[str, Any]:
+        return responses_wire.responses_payload(_request(**options), model="m", stream=True)
+
+    asked = body_of(logprobs=True, top_logprobs=2)
+    assert asked["include"] == ["message.output_text.logprobs"]
+    assert asked["top_logprobs"] == 2
+    assert "logprobs" not in asked
+    assert not {"include", "top_logprobs"} & body_of().keys()
+    assert not {"include", "top_logprobs"} & body_of(logprobs=False).keys()
+    # What the caller includes already is kept, the logprobs entry added once.
+    theirs = {"include": ["reasoning.encrypted_content"]}
+    assert body_of(logprobs=True, extra=theirs)["include"] == [
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    ]
+    both = {"include": ["message.output_text.logprobs"]}
+    assert body_of(logprobs=True, extra=both)["include"] == ["message.output_text.logprobs"]
 
 
 def test_ollama_refuses_n_and_sends_logprobs_at_the_top_level() -> None:

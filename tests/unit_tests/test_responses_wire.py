@@ -523,6 +523,56 @@ def test_items_only_in_done_or_terminal_events() -> None:
     )
 
 
+def _lp(token: str) -> dict[str, Any]:
+    return {"token": token, "logprob": -0.5, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+def _logprobs(deltas: list[GenerationDelta]) -> list[str]:
+    return [entry["token"] for d in deltas for entry in (d.logprobs or ())]
+
+
+def test_logprobs_of_a_whole_answer_in_part_order() -> None:
+    parts = [
+        {"type": "output_text", "text": "Hi", "logprobs": [_lp("Hi")]},
+        {"type": "refusal", "refusal": "no"},
+        {"type": "output_text", "text": " there", "logprobs": [_lp(" there")]},
+    ]
+    answer = wire.parse_responses_response(_response([{"type": "message", "content": parts}]), URL)
+    assert [e["token"] for e in answer.logprobs or ()] == ["Hi", " there"]
+    empty = [
+        {"type": "message", "content": [{"type": "output_text", "text": "Hi", "logprobs": []}]}
+    ]
+    assert wire.parse_responses_response(_response(empty), URL).logprobs is None
+
+
+def test_logprobs_in_a_stream_each_entry_once() -> None:
+    """On the text deltas (OpenAI); else in the done item; else in the terminal response."""
+    message = {
+        "type": "message",
+        "content": [
+            {"type": "output_text", "text": "Hi you", "logprobs": [_lp("Hi"), _lp(" you")]}
+        ],
+    }
+
+    def delta(text: str, logprobs: list[Any]) -> dict[str, Any]:
+        return {"type": "response.output_text.delta", "item_id": "m", "delta": text,
+                "logprobs": logprobs}  # fmt: skip
+
+    on_deltas = [delta("Hi", [_lp("Hi")]), delta(" you", [_lp(" you")])]
+    done = {"type": "response.output_item.done", "item": message}
+    for events in (
+        [*on_deltas, done, _completed(output=[message])],
+        [delta("Hi", []), delta(" you", []), done, _completed(output=[message])],
+        [delta("Hi", []), delta(" you", []), _completed(output=[message])],
+        [_completed(output=[message])],
+    ):
+        deltas = _run(_stream(events))
+        assert _text(deltas) == "Hi you"
+        assert _logprobs(deltas) == ["Hi", " you"]
+    plain = [delta("Hi", []), _completed(output=[])]
+    assert all(d.logprobs is None for d in _run(_stream(plain)))
+
+
 def test_unknown_events_and_missing_fields_are_ignored() -> None:
     events = [
         {"type": "response.brand_new_event", "x": 1},
