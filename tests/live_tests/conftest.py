@@ -115,8 +115,7 @@ def _config(model: Path, port: int) -> dict[str, object]:
     }
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    name = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, name: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -168,7 +167,7 @@ def live_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             cwd=workdir,
         )
     try:
-        _wait_ready(process, url + "/v1/models", log)
+        _wait_ready(process, url + "/v1/models", log, "llama_cpp.server")
         yield LiveServer(url, process, log)
     finally:
         _stop(process)
@@ -195,7 +194,7 @@ def cpp_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir)
     try:
-        _wait_ready(process, url + "/health", log)
+        _wait_ready(process, url + "/health", log, "llama-server")
         yield LiveServer(url, process, log)
     finally:
         _stop(process)
