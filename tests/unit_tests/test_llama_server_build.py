@@ -1,6 +1,6 @@
 """Where the live suite finds llama.cpp's `llama-server`, and when it builds one.
 
-The build itself (about 11 minutes) runs once per machine from `./run test`; these tests
+The build itself (6-13 minutes on 2 cores) runs once per machine from `./run test`; these tests
 cover the cache key, the overrides and the errors, with no download and no compiler.
 """
 
