@@ -419,17 +419,16 @@ class MatricLLM(MatricGenerationBase, LLM):
         )
         return _llm_result(chunks)
 
-    async def _astream(
+    def _astream(
         self,
         prompt: str,
         stop: list[str] | None = None,
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
+        # The request's own generator, not one that re-yields it: a layer less per chunk.
         backend = self._generation_backend()
-        request = self._request(prompt, stop, kwargs)
-        async for chunk in self._astream_request(backend, request, run_manager):
-            yield chunk
+        return self._astream_request(backend, self._request(prompt, stop, kwargs), run_manager)
 
 
 def _llm_result(answers: list[list[GenerationChunk]]) -> LLMResult:
