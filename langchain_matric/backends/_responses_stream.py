@@ -4,13 +4,13 @@ Events are told apart by their JSON `type` (the SSE `event:` name when it has no
 Servers differ (docs/architecture.md): every field but `type` may be absent, so an
 event's item is found by `item_id` against the added item's `id` or `call_id`, then
 by `output_index`, then as the last open item of that kind (llama.cpp sends no
-`output_index`, and its function-call items carry only `call_id`, which their argument
-deltas use as `item_id`). Finish reason and usage come from the terminal response
-(`response.completed` / `response.incomplete`), parsed as a whole answer is, reading its
-`status`, not the event's name (vLLM reports a length stop inside `response.completed`).
-An event with a top-level `error`, an `error` event and `response.failed` raise typed
-errors with `partial`; a body that ends before a terminal event is a truncated
-`StreamError`; unknown events are ignored.
+`output_index`, and an earlier llama-server gave function-call items only a `call_id`,
+which their argument deltas used as `item_id`). Finish reason and usage come from the
+terminal response (`response.completed` / `response.incomplete`), parsed as a whole
+answer is, reading its `status`, not the event's name (vLLM reports a length stop
+inside `response.completed`). An event with a top-level `error`, an `error` event and
+`response.failed` raise typed errors with `partial`; a body that ends before a terminal
+event is a truncated `StreamError`; unknown events are ignored.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ Three event shapes, as real servers send them (`Style.responses_shape`):
   (`response.reasoning_summary_text.delta`), a length stop as `response.incomplete`.
 - "vllm": reasoning text (`response.reasoning_text.delta`), bare hex item ids, a length
   stop as `status: "incomplete"` inside `response.completed`.
-- "llamacpp": no `output_index` or `sequence_number`; function-call items carry only
-  `call_id` (`fc_...`), which their argument deltas use as `item_id` (as an earlier
-  llama-server did; the one in the live suite sends `id` too); status always `completed`.
+- "llamacpp": as llama.cpp's `llama-server` sends them (seen in the live suite): no
+  `output_index` or `sequence_number`; function-call items with `id` (`fc_...`, the
+  argument deltas' `item_id`) and `call_id`; status always `completed`, a length stop too.
 
 Logprobs come when `include` asks for `message.output_text.logprobs` (`top_logprobs`
 alternatives each): on every text delta, in the `output_text.done` event and in the part.
@@ -110,9 +110,8 @@ class OpenAIResponses:
             "call_id": call.id,
             "name": call.name,
             "arguments": call.arguments if done else "",
+            "id": f"fc_{self.request_id}_{index}",
         }
-        if self.shape != "llamacpp":
-            item["id"] = f"fc_{self.request_id}_{index}"
         item["status"] = "completed" if done else "in_progress"
         return item
 
