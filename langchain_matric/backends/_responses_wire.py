@@ -228,8 +228,13 @@ def responses_payload(request: GenerationRequest, *, model: str, stream: bool) -
     if fmt is not None:
         body["text"] = {"format": fmt}
     if options.logprobs:  # asked for through `include`; alternatives through `top_logprobs`
-        include = extra.pop("include", None)
-        include = list(include) if isinstance(include, (list, tuple)) else []
+        theirs = extra.pop("include", None)
+        if isinstance(theirs, str):
+            theirs = [theirs]
+        elif theirs is not None and not isinstance(theirs, (list, tuple)):
+            msg = f"include={theirs!r}: the Responses API takes a list of strings"
+            raise ConfigurationError(msg)
+        include = list(theirs or ())
         body["include"] = include if LOGPROBS in include else [*include, LOGPROBS]
     if options.top_logprobs is not None:
         body["top_logprobs"] = options.top_logprobs

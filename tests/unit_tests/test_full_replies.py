@@ -80,6 +80,13 @@ def test_responses_api_asks_for_logprobs_through_include() -> None:
     ]
     both = {"include": ["message.output_text.logprobs"]}
     assert body_of(logprobs=True, extra=both)["include"] == ["message.output_text.logprobs"]
+    one = {"include": "reasoning.encrypted_content"}
+    assert body_of(logprobs=True, extra=one)["include"] == [
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    ]
+    with pytest.raises(errors.ConfigurationError, match="include=7: .* list of strings"):
+        body_of(logprobs=True, extra={"include": 7})
 
 
 def test_ollama_refuses_n_and_sends_logprobs_at_the_top_level() -> None:
