@@ -149,9 +149,26 @@ class ResponsesStreamParser:
             msg = f"unexpected data line from {self._url}: {line!r}"
             raise StreamError(msg, partial=self.partial, line=line)
         kind = obj.get("type") or name
-        if kind == _TEXT and "error" not in obj:  # the hot path
-            self._on_text(obj, deltas)
+        if kind != _TEXT or "error" in obj:
+            self._on_event(obj, kind, name, deltas)
             return
+        # The hot path: one text delta, inline (a method call per event costs more).
+        text = obj.get("delta")
+        logprobs = obj.get("logprobs")  # `[]` unless asked for
+        if logprobs:
+            self._logprobs_sent = True
+        if isinstance(text, str) and text:
+            if self._joiner is not None:
+                text = self._joiner.feed(text)  # half a pair waits for the next delta
+            self._pieces.append(text)
+            deltas.append(GenerationDelta(text, logprobs=logprobs or None))
+        elif logprobs:
+            deltas.append(GenerationDelta(logprobs=logprobs))
+
+    def _on_event(
+        self, obj: dict[str, Any], kind: Any, name: str, deltas: list[GenerationDelta]
+    ) -> None:
+        """Every event but a text delta: errors, reasoning, items, calls, the end."""
         if obj.get("error") or kind == "error" or name == "error" or obj.get("object") == "error":
             if not (obj.get("error") or obj.get("object") == "error"):  # an `error` event
                 obj = {**obj, "type": "error"} if "message" in obj else {"error": obj}
@@ -182,19 +199,6 @@ class ResponsesStreamParser:
             if model and not self._model_sent:
                 self._model_sent = True
                 deltas.append(GenerationDelta(model=model))
-
-    def _on_text(self, obj: dict[str, Any], deltas: list[GenerationDelta]) -> None:
-        text = obj.get("delta")
-        logprobs = obj.get("logprobs")  # `[]` unless asked for
-        if logprobs:
-            self._logprobs_sent = True
-        if isinstance(text, str) and text:
-            if self._joiner is not None:
-                text = self._joiner.feed(text)  # half a pair waits for the next delta
-            self._pieces.append(text)
-            deltas.append(GenerationDelta(text, logprobs=logprobs or None))
-        elif logprobs:
-            deltas.append(GenerationDelta(logprobs=logprobs))
 
     def _lenient_loads(self, data: str | bytes) -> Any:
         """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes (see `_json`).
