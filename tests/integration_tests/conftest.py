@@ -24,16 +24,6 @@ def servers() -> Iterator[list[LocalServer]]:
         yield [first, second, third]
 
 
-class Clock:
-    """A clock a test sets (`clock.now`), for pools' cooldowns."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(params=[True, False], ids=["sync", "async"])
 def sync(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)

@@ -83,18 +83,12 @@ class TestChatMatricOpenAILocal(_LocalServerSuite):
         }
 
 
-class TestChatMatricResponsesLocal(_LocalServerSuite):
+class TestChatMatricResponsesLocal(TestChatMatricOpenAILocal):
     """The same suite over the OpenAI Responses API (`api="responses"`, `/v1/responses`)."""
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {
-            "backend": "openai",
-            "base_url": self.server.openai_base_url,
-            "api_key": "sk-local",
-            "model": "test-model",
-            "api": "responses",
-        }
+        return {**super().chat_model_params, "api": "responses"}
 
     def test_the_suite_runs_on_the_responses_endpoint(self, model: BaseChatModel) -> None:
         model.invoke("hello")

@@ -20,8 +20,9 @@ from langchain_matric.errors import (
     StreamError,
 )
 from langchain_matric.testing import Fault, LocalServer, Reply
+from tests.pool_support import Clock
 
-from .conftest import Clock, Sleeps, embed, generate, joined, stream
+from .conftest import Sleeps, embed, generate, joined, stream
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 

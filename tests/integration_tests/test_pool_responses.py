@@ -14,8 +14,9 @@ from langchain_matric import ChatMatric
 from langchain_matric.backends import GenerationOptions, GenerationRequest, OpenAIBackend
 from langchain_matric.errors import BackendConnectionError, BadRequestError
 from langchain_matric.testing import Fault, LocalServer
+from tests.pool_support import Clock
 
-from .conftest import Clock, generate, joined, stream
+from .conftest import generate, joined, stream
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 

@@ -98,12 +98,10 @@ def ensure_binary(progress: bool = False) -> Path:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (released when the file closes)."""
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def _tool(name: str) -> str:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -65,7 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.live)
 
 
-def _cannot_run(reason: str) -> None:
+def _cannot_run(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"live tests cannot run on CI: {reason}", pytrace=False)
     pytest.skip(reason)
@@ -85,13 +86,11 @@ def _llama_server_binary() -> Path:
         found = _llama_server.find_binary()
     except _llama_server.BuildError as error:
         _cannot_run(str(error))
-        raise
     if found is None:
         _cannot_run(
             "llama.cpp's llama-server is not built: `python -m tests.live_tests._llama_server` "
             "builds it once (6-13 min on 2 cores; `./run test` does it first)"
         )
-        raise AssertionError("unreachable")
     return found
 
 

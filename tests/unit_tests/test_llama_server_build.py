@@ -41,6 +41,10 @@ def test_the_default_cache_is_outside_the_repository(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("MATRIC_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
     assert build.cache_root() == Path("/somewhere/cache/langchain-matric")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert build.cache_root() == Path.home() / ".cache" / "langchain-matric"
+    repository = Path(__file__).resolve().parents[2]
+    assert repository not in build.cached_binary("0.3.36").parents
 
 
 def test_a_cached_binary_is_found_and_nothing_is_built(monkeypatch: pytest.MonkeyPatch) -> None:

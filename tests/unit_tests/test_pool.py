@@ -32,16 +32,7 @@ from langchain_matric.errors import (
     ServerError,
     StreamError,
 )
-
-A, B, C = "http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1", "http://127.0.0.1:8003/v1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.pool_support import A, B, C, Clock
 
 
 def states(*in_flight: int) -> list[EndpointState]:

@@ -21,16 +21,7 @@ from langchain_matric.backends._pool._failover import Attempts, run_sync
 from langchain_matric.backends._responses_stream import ResponsesStreamParser
 from langchain_matric.backends._responses_wire import parse_responses_response
 from langchain_matric.errors import BackendConnectionError, BadRequestError, ServerError
-
-A, B, C = "http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1", "http://127.0.0.1:8003/v1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.pool_support import A, B, C, Clock
 
 
 def continuing(response_id: str) -> dict[str, Any]:
