@@ -556,7 +556,40 @@ def surface_error_fields(name: str, value: str) -> ServerSentEvent | None:
     return None
 
 
-class OpenAIStreamParser:
+class SSETextParser:
+    """What the SSE stream parsers share: the decoder, the text so far, and mending it.
+
+    Text is kept as received until an event's JSON needs the lenient parser (a lone
+    surrogate escape, invalid UTF-8: see `_json`); from then on this stream's text is
+    joined and mended (`_text`), and `_joining` lets a subclass switch to its slower path.
+    """
+
+    def __init__(self, url: str, *, max_line_size: int) -> None:
+        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=surface_error_fields)
+        self._url = url
+        self._pieces: list[str] = []
+        self._joiner: SurrogateJoiner | None = None
+        """Set once text may hold surrogates (see `_lenient_loads`)."""
+
+    @property
+    def partial(self) -> str:
+        """Text received so far (lone surrogate halves mended; a held one left out)."""
+        text = "".join(self._pieces)
+        return text if self._joiner is None else mend(text)
+
+    def _lenient_loads(self, data: str | bytes) -> Any:
+        """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes (see `_json`)."""
+        obj = event_json(data, self._url, self)
+        if self._joiner is None:
+            self._joiner = SurrogateJoiner()
+            self._joining()
+        return obj
+
+    def _joining(self) -> None:
+        """Called once, when this stream's text starts to be joined and mended."""
+
+
+class OpenAIStreamParser(SSETextParser):
     """SSE chat or completion chunks to deltas, with OpenAI's stream semantics.
 
     `[DONE]` ends the stream, and so does a clean end once `finish_reason` arrived. The
@@ -565,10 +598,8 @@ class OpenAIStreamParser:
     """
 
     def __init__(self, url: str, *, completions: bool = False, max_line_size: int) -> None:
-        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=surface_error_fields)
-        self._url = url
+        super().__init__(url, max_line_size=max_line_size)
         self._completions = completions
-        self._pieces: list[str] = []
         self._model_sent = False
         self._finish: str | None = None
         self._usage: Usage | None = None
@@ -578,17 +609,9 @@ class OpenAIStreamParser:
         self._arguments: dict[int, list[str]] = {}
         """Each tool call's argument pieces, to tell a call the token limit cut."""
         self._metadata: dict[str, Any] = {}
-        self._joiner: SurrogateJoiner | None = None
-        """Set once text may hold surrogates (see `_lenient_loads`)."""
         self.done = False
         self.empty = True
         """True until the first event: a clean end while still empty is `EmptyStreamError`."""
-
-    @property
-    def partial(self) -> str:
-        """Text received so far (with a held half of a surrogate pair as U+FFFD)."""
-        text = "".join(self._pieces)
-        return text if self._joiner is None else mend(text)
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume body bytes."""
@@ -674,17 +697,9 @@ class OpenAIStreamParser:
             metadata_from_wire(obj, self._metadata)  # e.g. a service tier said only here
             self._emit_final(deltas)  # the usage chunk: last before [DONE]
 
-    def _lenient_loads(self, data: str | bytes) -> Any:
-        """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes... (see `_json`).
-
-        Text parsed here may hold half a surrogate pair, the other half in the next event:
-        from now on, this stream's text is joined and mended (`_text`).
-        """
-        obj = event_json(data, self._url, self)
-        if self._joiner is None:
-            self._joiner = SurrogateJoiner()
-            self._choice_delta = self._joined_choice_delta  # type: ignore[method-assign]
-        return obj
+    def _joining(self) -> None:
+        """From now on every choice's text goes through the joiner (this stream only)."""
+        self._choice_delta = self._joined_choice_delta  # type: ignore[method-assign]
 
     def _joined_choice_delta(
         self, choice: dict[str, Any], obj: dict[str, Any]

@@ -19,8 +19,8 @@ import json
 from typing import Any
 
 from langchain_matric._json import fast_loads, text_of
-from langchain_matric._text import SurrogateJoiner, mend
-from langchain_matric.backends._openai_wire import event_json, surface_error_fields
+from langchain_matric._text import mend
+from langchain_matric.backends._openai_wire import SSETextParser
 from langchain_matric.backends._responses_wire import (
     finish_reason_of,
     parse_responses_response,
@@ -34,7 +34,6 @@ from langchain_matric.backends._types import (
     keep_undelivered,
 )
 from langchain_matric.errors import MatricError, StreamError
-from langchain_matric.sse import SSEDecoder
 
 __all__ = ["ResponsesStreamParser"]
 
@@ -56,7 +55,7 @@ class _Call:
         self.sent_arguments = False
 
 
-class ResponsesStreamParser:
+class ResponsesStreamParser(SSETextParser):
     r"""Responses API SSE events to `GenerationDelta`s (the `StreamParser` shape).
 
     Example:
@@ -73,24 +72,14 @@ class ResponsesStreamParser:
     """
 
     def __init__(self, url: str, *, max_line_size: int = 32 * 1024 * 1024) -> None:
-        self._decoder = SSEDecoder(max_line_size=max_line_size, on_ignored=surface_error_fields)
-        self._url = url
-        self._pieces: list[str] = []
+        super().__init__(url, max_line_size=max_line_size)
         self._reasoned = False
         self._logprobs_sent = False
         self._calls: list[_Call] = []
         self._model_sent = False
-        self._joiner: SurrogateJoiner | None = None
-        """Set once text may hold surrogates (see `_lenient_loads`)."""
         self.done = False
         self.response_id: str | None = None
         """The response's id, from `response.created` (or a later event that has it)."""
-
-    @property
-    def partial(self) -> str:
-        """Text received so far (lone surrogate halves mended; a held one left out)."""
-        text = "".join(self._pieces)
-        return text if self._joiner is None else mend(text)
 
     def feed(self, data: bytes) -> list[GenerationDelta]:
         """Consume body bytes."""
@@ -199,17 +188,6 @@ class ResponsesStreamParser:
             if model and not self._model_sent:
                 self._model_sent = True
                 deltas.append(GenerationDelta(model=model))
-
-    def _lenient_loads(self, data: str | bytes) -> Any:
-        """What orjson refused: NaN, invalid UTF-8, lone surrogate escapes (see `_json`).
-
-        Text parsed here may hold half a surrogate pair, the other half in the next event:
-        from now on, this stream's text is joined and mended (`_text`).
-        """
-        obj = event_json(data, self._url, self)
-        if self._joiner is None:
-            self._joiner = SurrogateJoiner()
-        return obj
 
     def _find(self, obj: dict[str, Any]) -> _Call | None:
         """The function call an event is about: `item_id`, `output_index`, last open."""
