@@ -562,6 +562,12 @@ class SSETextParser:
     Text is kept as received until an event's JSON needs the lenient parser (a lone
     surrogate escape, invalid UTF-8: see `_json`); from then on this stream's text is
     joined and mended (`_text`), and `_joining` lets a subclass switch to its slower path.
+
+    Example:
+        >>> parser = SSETextParser("http://127.0.0.1/v1/x", max_line_size=1024)
+        >>> parser._pieces.append("Hi")
+        >>> parser._lenient_loads(b'{"score": NaN}'), parser.partial  # orjson refuses NaN
+        ({'score': nan}, 'Hi')
     """
 
     def __init__(self, url: str, *, max_line_size: int) -> None:
